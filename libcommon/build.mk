@@ -1,0 +1,16 @@
+# SPDX-License-Identifier: MIT
+LIBCOMMON_PKGS := openssl
+LIBCOMMON_SRCS := \
+	libcommon/log.c \
+	libcommon/strutil.c \
+	libcommon/fdutil.c
+
+LIBCOMMON_OBJS := $(LIBCOMMON_SRCS:%.c=$(B)/obj/%.o)
+LIBCOMMON := $(B)/libcommon.a
+ALL_OBJS += $(LIBCOMMON_OBJS)
+
+$(LIBCOMMON_OBJS): PKG_CFLAGS := $(call pkg_cflags,$(LIBCOMMON_PKGS))
+
+$(LIBCOMMON): $(LIBCOMMON_OBJS)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && $(AR) rcs $@ $^

@@ -1,0 +1,40 @@
+# SPDX-License-Identifier: MIT
+#
+# Unit tests (cmocka) and fuzz targets. Each is declared with the objects it links beside
+# libcommon and the pkg-config modules it needs.
+
+# $(call unit_test,NAME,OBJECTS,PKGS): tests/unit/test_NAME.c -> $(B)/tests/test_NAME
+define unit_test
+UNIT_TESTS += $(B)/tests/test_$(1)
+ALL_OBJS += $(B)/obj/tests/unit/test_$(1).o
+$(B)/obj/tests/unit/test_$(1).o: PKG_CFLAGS := $(call pkg_cflags,cmocka $(3))
+$(B)/tests/test_$(1): $(B)/obj/tests/unit/test_$(1).o $(2) $(LIBCOMMON)
+	@mkdir -p $$(@D)
+	@$(if $(Q),echo "  LD      $$@")
+	$(Q)$(CC) $(BASE_LDFLAGS) -o $$@ $$^ $(call pkg_libs,cmocka $(3))
+endef
+
+# $(call fuzz_target,NAME,OBJECTS,PKGS): tests/fuzz/fuzz_NAME.c -> $(B)/fuzz/fuzz_NAME.
+# Normally linked with a replay main() that runs the files of tests/fuzz/corpus/NAME/ (make
+# test); with FUZZ=1 (make fuzz) built by clang and linked with libFuzzer.
+ifeq ($(FUZZ),1)
+FUZZ_MAIN_OBJ :=
+FUZZ_LINK := -fsanitize=fuzzer
+else
+FUZZ_MAIN_OBJ := $(B)/obj/tests/fuzz/replay_main.o
+FUZZ_LINK :=
+ALL_OBJS += $(FUZZ_MAIN_OBJ)
+endif
+
+define fuzz_target
+FUZZ_TARGETS += $(B)/fuzz/fuzz_$(1)
+ALL_OBJS += $(B)/obj/tests/fuzz/fuzz_$(1).o
+$(B)/obj/tests/fuzz/fuzz_$(1).o: PKG_CFLAGS := $(call pkg_cflags,$(3))
+$(B)/fuzz/fuzz_$(1): $(B)/obj/tests/fuzz/fuzz_$(1).o $(FUZZ_MAIN_OBJ) $(2) $(LIBCOMMON)
+	@mkdir -p $$(@D)
+	@$(if $(Q),echo "  LD      $$@")
+	$(Q)$(CC) $(BASE_LDFLAGS) $(FUZZ_LINK) -o $$@ $$^ $(call pkg_libs,$(3))
+endef
+
+$(eval $(call unit_test,strutil,,))
+$(eval $(call unit_test,log,,))
