@@ -3,7 +3,8 @@ LIBCOMMON_PKGS := openssl
 LIBCOMMON_SRCS := \
 	libcommon/log.c \
 	libcommon/strutil.c \
-	libcommon/fdutil.c
+	libcommon/fdutil.c \
+	libcommon/conf.c
 
 LIBCOMMON_OBJS := $(LIBCOMMON_SRCS:%.c=$(B)/obj/%.o)
 LIBCOMMON := $(B)/libcommon.a

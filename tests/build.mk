@@ -38,3 +38,5 @@ endef
 
 $(eval $(call unit_test,strutil,,))
 $(eval $(call unit_test,log,,))
+$(eval $(call unit_test,conf,,))
+$(eval $(call fuzz_target,conf,,))
