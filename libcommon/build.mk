@@ -4,7 +4,8 @@ LIBCOMMON_SRCS := \
 	libcommon/log.c \
 	libcommon/strutil.c \
 	libcommon/fdutil.c \
-	libcommon/conf.c
+	libcommon/conf.c \
+	libcommon/http.c
 
 LIBCOMMON_OBJS := $(LIBCOMMON_SRCS:%.c=$(B)/obj/%.o)
 LIBCOMMON := $(B)/libcommon.a
