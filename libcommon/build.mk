@@ -1,11 +1,14 @@
 # SPDX-License-Identifier: MIT
 LIBCOMMON_PKGS := openssl
 LIBCOMMON_SRCS := \
+	libcommon/tls.c \
+	libcommon/certgen.c \
 	libcommon/log.c \
 	libcommon/strutil.c \
 	libcommon/fdutil.c \
 	libcommon/conf.c \
-	libcommon/http.c
+	libcommon/http.c \
+	libcommon/paths.c
 
 LIBCOMMON_OBJS := $(LIBCOMMON_SRCS:%.c=$(B)/obj/%.o)
 LIBCOMMON := $(B)/libcommon.a

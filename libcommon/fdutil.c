@@ -94,9 +94,10 @@ int write_file_atomic(const char *path, const void *data, size_t len, mode_t mod
 	_cleanup_close_ int fd = -EBADF;
 	int r;
 
-	if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0)
+	if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0)
 		return -ENOMEM;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+	/* A unique name: a stale temporary file left by a crash never blocks a later write. */
+	fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
 		return negative_errno();
 	/* open() applies the umask; set the mode we were asked for explicitly. */
