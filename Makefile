@@ -92,7 +92,7 @@ $(B)/obj/%.o: %.c
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(BASE_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
-.PHONY: all test asan bench fuzz run install clean format format-check compdb deps help
+.PHONY: all test asan bench fuzz fuzz-targets run install clean format format-check compdb deps help
 all: $(BINS) $(UNIT_TESTS) $(FUZZ_TARGETS)
 
 test: all
@@ -109,6 +109,13 @@ run: all
 
 deps:
 	$(Q)scripts/install-deps.sh
+
+# libFuzzer runs: the targets are rebuilt by clang with FUZZ=1 into $(BUILD)/fuzz/.
+fuzz:
+	$(Q)$(MAKE) --no-print-directory FUZZ=1 fuzz-targets
+	$(Q)B=$(BUILD)/fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
+
+fuzz-targets: $(FUZZ_TARGETS)
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/k2i

@@ -1,2 +1,29 @@
 # SPDX-License-Identifier: MIT
 K2I_PKGS := libevent libevent_openssl libnghttp2 jansson openssl
+
+# The procfs reader and query engine (unit-tested and fuzzed on their own).
+K2I_CORE_SRCS := \
+	k2i/procinfo.c \
+	k2i/procquery.c
+
+# The daemon: configuration, authentication, routes, HTTPS front end.
+K2I_SRCS := \
+	k2i/auth.c \
+	k2i/config.c \
+	k2i/metrics.c \
+	k2i/routes.c \
+	k2i/server.c \
+	k2i/h2.c \
+	k2i/main.c
+
+K2I_CORE_OBJS := $(K2I_CORE_SRCS:%.c=$(B)/obj/%.o)
+K2I_OBJS := $(K2I_SRCS:%.c=$(B)/obj/%.o)
+ALL_OBJS += $(K2I_CORE_OBJS) $(K2I_OBJS)
+BINS += $(B)/bin/k2i
+
+$(K2I_CORE_OBJS) $(K2I_OBJS): PKG_CFLAGS := $(call pkg_cflags,$(K2I_PKGS))
+
+$(B)/bin/k2i: $(K2I_OBJS) $(K2I_CORE_OBJS) $(LIBCOMMON)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(BASE_LDFLAGS) -o $@ $^ $(call pkg_libs,$(K2I_PKGS))

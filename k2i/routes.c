@@ -1,0 +1,556 @@
+/* SPDX-License-Identifier: MIT */
+#include "k2i/routes.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <jansson.h>
+
+#include "k2i/auth.h"
+#include "k2i/config.h"
+#include "k2i/procinfo.h"
+#include "k2i/procquery.h"
+#include "libcommon/cleanup.h"
+#include "libcommon/conf.h"
+#include "libcommon/http.h"
+#include "libcommon/log.h"
+#include "libcommon/strutil.h"
+#include "libcommon/tls.h"
+
+#define K2I_VERSION "0.1.0"
+#define JSON_TYPE "application/json"
+#define PROM_TYPE "text/plain; version=0.0.4; charset=utf-8"
+/* Linux's PID_MAX_LIMIT on 64-bit. */
+#define PID_MAX 4194304
+
+struct routes {
+	const struct k2i_config *cfg;
+	struct k2i_metrics *metrics;
+	struct proc_scanner *scanner;
+	struct auth_tokens *tokens;
+	char hostname[256];
+	/* The shared snapshot: requests within cfg->scan_max_age_ms reuse it when it has the
+	 * fields and the thread view they need. */
+	struct proc_snapshot *cache;
+	uint64_t cache_fields;
+	bool cache_threads;
+	double cache_time; /* CLOCK_MONOTONIC seconds */
+};
+
+static double now_monotonic(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Formats the current time as RFC 3339 UTC with milliseconds. */
+static void format_now(char *buf, size_t size)
+{
+	struct timespec ts;
+	struct tm tm;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		 (int)(ts.tv_nsec / 1000000));
+}
+
+int routes_new(const struct k2i_config *cfg, struct k2i_metrics *metrics, struct routes **ret)
+{
+	struct routes *r = calloc(1, sizeof(*r));
+	int e;
+
+	if (!r)
+		return -ENOMEM;
+	r->cfg = cfg;
+	r->metrics = metrics;
+	if (gethostname(r->hostname, sizeof(r->hostname) - 1) < 0)
+		snprintf(r->hostname, sizeof(r->hostname), "localhost");
+	e = proc_scanner_new("/proc", &r->scanner);
+	if (e < 0) {
+		routes_free(r);
+		return log_err_errno(e, "Cannot read /proc: %m");
+	}
+	proc_scanner_set_cmdline_max(r->scanner, cfg->cmdline_max);
+	if (cfg->token_file) {
+		e = auth_tokens_load(cfg->token_file, &r->tokens);
+		if (e < 0) {
+			routes_free(r);
+			return log_err_errno(e, "Cannot load token file '%s': %m", cfg->token_file);
+		}
+	}
+	*ret = r;
+	return 0;
+}
+
+struct routes *routes_free(struct routes *r)
+{
+	if (!r)
+		return NULL;
+	proc_snapshot_unref(r->cache);
+	proc_scanner_free(r->scanner);
+	auth_tokens_free(r->tokens);
+	free(r);
+	return NULL;
+}
+
+void k2i_response_done(struct k2i_response *resp)
+{
+	if (resp->body)
+		evbuffer_free(resp->body);
+	resp->body = NULL;
+}
+
+static int dump_cb(const char *buffer, size_t size, void *data)
+{
+	return evbuffer_add(data, buffer, size);
+}
+
+/* Serialises @json (borrowed) as the response body. Returns 0 or -ENOMEM. */
+static int respond_json(struct k2i_response *resp, int status, json_t *json)
+{
+	resp->status = status;
+	resp->content_type = JSON_TYPE;
+	if (!resp->body)
+		resp->body = evbuffer_new();
+	if (!resp->body)
+		return -ENOMEM;
+	/* json_dump_callback streams into the evbuffer: no intermediate string. */
+	if (json_dump_callback(json, dump_cb, resp->body, JSON_COMPACT) < 0 ||
+	    evbuffer_add(resp->body, "\n", 1) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+/* Answers {"error":{"code":N,"message":"…"}} with status @status. */
+static void respond_error(struct k2i_response *resp, int status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void respond_error(struct k2i_response *resp, int status, const char *fmt, ...)
+{
+	json_auto_t *j = NULL;
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	j = json_pack("{s:{s:i,s:s}}", "error", "code", status, "message", msg);
+	if (resp->body)
+		evbuffer_drain(resp->body, evbuffer_get_length(resp->body));
+	if (!j || respond_json(resp, status, j) < 0) {
+		/* Out of memory: still send the status, with an empty body. */
+		resp->status = status;
+		if (resp->body)
+			evbuffer_drain(resp->body, evbuffer_get_length(resp->body));
+	}
+}
+
+/* The envelope of every list: {"host":{"name","boot_id"},"time","count",<key>:[…]}. */
+static int respond_list(struct routes *r, struct k2i_response *resp, const char *key,
+			json_t *items)
+{
+	json_auto_t *env = NULL;
+	char now[64];
+
+	format_now(now, sizeof(now));
+	env = json_pack("{s:{s:s,s:s},s:s,s:I,s:O}", "host", "name", r->hostname, "boot_id",
+			proc_scanner_boot_id(r->scanner), "time", now, "count",
+			(json_int_t)json_array_size(items), key, items);
+	if (!env)
+		return -ENOMEM;
+	return respond_json(resp, 200, env);
+}
+
+/* Returns a snapshot with at least @fields (new reference), from the cache when fresh enough. */
+static int get_snapshot(struct routes *r, uint64_t fields, bool threads,
+			struct proc_snapshot **ret)
+{
+	double start = now_monotonic();
+	struct proc_snapshot *snap = NULL;
+	int e;
+
+	if (r->cache && r->cache_threads == threads && (r->cache_fields & fields) == fields &&
+	    (start - r->cache_time) * 1000.0 <= r->cfg->scan_max_age_ms) {
+		r->metrics->scan_cache_hits++;
+		*ret = proc_snapshot_ref(r->cache);
+		return 0;
+	}
+	e = proc_scanner_scan(r->scanner, fields, threads, &snap);
+	if (e < 0) {
+		r->metrics->scan_errors++;
+		return log_warn_errno(e, "Scanning /proc failed: %m");
+	}
+	metrics_observe_scan(r->metrics, now_monotonic() - start);
+	if (!threads)
+		r->metrics->processes = snap->count;
+	proc_snapshot_unref(r->cache);
+	r->cache = proc_snapshot_ref(snap);
+	r->cache_fields = fields;
+	r->cache_threads = threads;
+	r->cache_time = start;
+	*ret = snap;
+	return 0;
+}
+
+/* Parses the query string into a proc_query, answering 400 on a bad one. */
+static int parse_proc_query(const struct http_query *q, struct k2i_response *resp,
+			    struct proc_query **ret)
+{
+	_cleanup_free_ char *err = NULL;
+	int e;
+
+	e = proc_query_parse((const char *const *)q->keys, (const char *const *)q->values, q->n,
+			     ret, &err);
+	if (e == -ENOMEM)
+		return e;
+	if (e < 0) {
+		respond_error(resp, 400, "%s", err ? err : "invalid query");
+		return e;
+	}
+	return 0;
+}
+
+static void route_proc_list(struct routes *r, const struct http_query *params,
+			    const char *comm_substring, struct k2i_response *resp)
+{
+	_cleanup_(proc_query_freep) struct proc_query *q = NULL;
+	_cleanup_(proc_snapshot_unrefp) struct proc_snapshot *snap = NULL;
+	json_auto_t *items = NULL;
+	uint64_t need;
+	int e;
+
+	if (parse_proc_query(params, resp, &q) < 0)
+		return;
+	need = proc_query_needed_fields(q);
+	if (comm_substring)
+		need |= PROC_FIELD_BIT(PROC_FIELD_COMM);
+	e = get_snapshot(r, need, proc_query_threads(q), &snap);
+	if (e < 0) {
+		respond_error(resp, 500, "cannot read the process table: %s", strerror(-e));
+		return;
+	}
+	e = proc_query_run(q, snap, comm_substring, &items);
+	if (e < 0 || respond_list(r, resp, "processes", items) < 0)
+		respond_error(resp, 500, "cannot build the response");
+}
+
+static void route_proc_one(struct routes *r, const struct http_query *params, pid_t pid,
+			   struct k2i_response *resp)
+{
+	_cleanup_(proc_query_freep) struct proc_query *q = NULL;
+	_cleanup_(proc_snapshot_unrefp) struct proc_snapshot *snap = NULL;
+	json_auto_t *obj = NULL;
+	int e;
+
+	for (size_t i = 0; i < params->n; i++)
+		if (strcmp(params->keys[i], "fields") != 0) {
+			respond_error(resp, 400,
+				      "parameter '%s' is not supported here (only 'fields' is)",
+				      params->keys[i]);
+			return;
+		}
+	if (parse_proc_query(params, resp, &q) < 0)
+		return;
+	e = proc_scanner_read_pid(r->scanner, pid, proc_query_needed_fields(q), &snap);
+	if (e == -ENOENT || e == -ESRCH || (e >= 0 && snap->count == 0)) {
+		respond_error(resp, 404, "no process with PID %d", (int)pid);
+		return;
+	}
+	if (e < 0) {
+		respond_error(resp, 500, "cannot read process %d: %s", (int)pid, strerror(-e));
+		return;
+	}
+	e = proc_entry_to_json(snap, 0, proc_query_output_fields(q), &obj);
+	if (e < 0 || respond_json(resp, 200, obj) < 0)
+		respond_error(resp, 500, "cannot build the response");
+}
+
+static void route_host(struct routes *r, struct k2i_response *resp)
+{
+	json_auto_t *host = NULL;
+	char now[64];
+	int e;
+
+	e = host_info_json(r->scanner, &host);
+	if (e < 0) {
+		respond_error(resp, 500, "cannot read host information: %s", strerror(-e));
+		return;
+	}
+	format_now(now, sizeof(now));
+	if (json_object_set_new(host, "time", json_string(now)) < 0 ||
+	    respond_json(resp, 200, host) < 0)
+		respond_error(resp, 500, "cannot build the response");
+}
+
+/* Effective configuration, from the same table that parses k2i.conf; secrets omitted. */
+static void route_config(struct routes *r, struct k2i_response *resp)
+{
+	json_auto_t *j = json_object();
+	int e = j ? 0 : -ENOMEM;
+
+	for (size_t i = 0; e >= 0 && i < k2i_config_n_items; i++) {
+		const struct conf_item *it = &k2i_config_items[i];
+		const char *p = (const char *)r->cfg + it->offset;
+		json_t *v = NULL;
+
+		if (it->secret)
+			continue;
+		switch (it->type) {
+		case CONF_STRING:
+			v = *(char *const *)p ? json_string(*(char *const *)p) : json_null();
+			break;
+		case CONF_STRV:
+			v = json_array();
+			for (char *const *s = *(char **const *)p; v && s && *s; s++)
+				if (json_array_append_new(v, json_string(*s)) < 0)
+					e = -ENOMEM;
+			break;
+		case CONF_U32:
+			v = json_integer(*(const uint32_t *)p);
+			break;
+		case CONF_BOOL:
+			v = json_boolean(*(const bool *)p);
+			break;
+		case CONF_LOG_LEVEL:
+			v = json_string(log_level_to_string(*(const int *)p));
+			break;
+		default:
+			break;
+		}
+		if (!v || json_object_set_new(j, it->key, v) < 0)
+			e = -ENOMEM;
+	}
+	if (e >= 0)
+		e = json_object_set_new(j, "version", json_string(K2I_VERSION));
+	if (e < 0 || respond_json(resp, 200, j) < 0)
+		respond_error(resp, 500, "cannot build the response");
+}
+
+static void route_metrics(struct routes *r, struct k2i_response *resp)
+{
+	resp->body = evbuffer_new();
+	if (!resp->body || metrics_render(r->metrics, resp->body) < 0) {
+		respond_error(resp, 500, "cannot render metrics");
+		return;
+	}
+	resp->status = 200;
+	resp->content_type = PROM_TYPE;
+}
+
+static void route_index(struct routes *r, struct k2i_response *resp)
+{
+	json_auto_t *j = json_pack(
+		"{s:s,s:s,s:s,s:[s,s,s,s,s,s,s,s,s,s,s]}", "name", "k2i", "version", K2I_VERSION,
+		"host", r->hostname, "routes", "/v1/proc", "/v1/proc/{pid}", "/v1/proc/pid/{pid}",
+		"/v1/proc/cmd/{comm}", "/v1/proc/self", "/v1/k2i", "/v1/host", "/v1/config",
+		"/v1/hello", "/metrics", "/healthz");
+
+	if (!j || respond_json(resp, 200, j) < 0)
+		respond_error(resp, 500, "cannot build the response");
+}
+
+static void respond_simple(struct k2i_response *resp, const char *key, const char *value)
+{
+	json_auto_t *j = json_pack("{s:s}", key, value);
+
+	if (!j || respond_json(resp, 200, j) < 0)
+		respond_error(resp, 500, "cannot build the response");
+}
+
+/* The result of matching a path: the route and its argument. */
+struct route_match {
+	enum k2i_route route;
+	pid_t pid;
+	const char *comm; /* points into the path */
+	bool bad_pid;
+};
+
+static bool all_digits(const char *s)
+{
+	return *s && strspn(s, "0123456789") == strlen(s);
+}
+
+static void match_pid(const char *s, struct route_match *m)
+{
+	uint32_t pid;
+
+	if (safe_atou32_range(s, 1, PID_MAX, &pid) < 0)
+		m->bad_pid = true;
+	else
+		m->pid = (pid_t)pid;
+}
+
+static struct route_match route_match(char *path)
+{
+	struct route_match m = { .route = K2I_ROUTE_NONE };
+	size_t n = strlen(path);
+	const char *rest;
+
+	/* One trailing slash is tolerated ("/v1/proc/"); the original k2i's root is "/v1/". */
+	if (n > 1 && path[n - 1] == '/')
+		path[n - 1] = '\0';
+
+	if (strcmp(path, "/") == 0 || strcmp(path, "/v1") == 0)
+		m.route = K2I_ROUTE_INDEX;
+	else if (strcmp(path, "/healthz") == 0)
+		m.route = K2I_ROUTE_HEALTHZ;
+	else if (strcmp(path, "/metrics") == 0)
+		m.route = K2I_ROUTE_METRICS;
+	else if (strcmp(path, "/v1/hello") == 0)
+		m.route = K2I_ROUTE_HELLO;
+	else if (strcmp(path, "/v1/host") == 0)
+		m.route = K2I_ROUTE_HOST;
+	else if (strcmp(path, "/v1/config") == 0)
+		m.route = K2I_ROUTE_CONFIG;
+	else if (strcmp(path, "/v1/proc") == 0)
+		m.route = K2I_ROUTE_PROC;
+	else if (strcmp(path, "/v1/proc/self") == 0 || strcmp(path, "/v1/k2i") == 0)
+		m.route = K2I_ROUTE_PROC_SELF;
+	else if ((rest = startswith(path, "/v1/proc/pid/")) && *rest) {
+		m.route = K2I_ROUTE_PROC_PID;
+		match_pid(rest, &m);
+	} else if ((rest = startswith(path, "/v1/proc/cmd/")) && *rest) {
+		m.route = K2I_ROUTE_PROC_CMD;
+		m.comm = rest;
+	} else if ((rest = startswith(path, "/v1/proc/")) && all_digits(rest)) {
+		m.route = K2I_ROUTE_PROC_PID;
+		match_pid(rest, &m);
+	}
+	return m;
+}
+
+/* Decides whether @req may read process data. Returns true, or false after answering 401/403. */
+static bool authorize(struct routes *r, const struct k2i_request *req,
+		      struct k2i_response *resp)
+{
+	const char *token;
+
+	if (req->authorization && r->tokens) {
+		token = startswith(req->authorization, "Bearer ");
+		if (token && auth_tokens_check(r->tokens, skip_blanks(token)))
+			return true;
+		resp->www_authenticate = "Bearer error=\"invalid_token\"";
+		respond_error(resp, 401, "invalid bearer token");
+		return false;
+	}
+	switch (req->peer) {
+	case TLS_PEER_OK:
+		return true;
+	case TLS_PEER_NO_CERT:
+		if (r->tokens)
+			resp->www_authenticate = "Bearer";
+		respond_error(resp, 401, "a client certificate signed by the k2i CA%s is required",
+			      r->tokens ? " or a bearer token" : "");
+		return false;
+	case TLS_PEER_NAME_DENIED:
+		respond_error(resp, 403, "client certificate '%s' is not in allowed_sans",
+			      req->peer_identity ? req->peer_identity : "?");
+		return false;
+	default:
+		respond_error(resp, 403, "client certificate is not signed by the k2i CA");
+		return false;
+	}
+}
+
+static void dispatch(struct routes *r, const struct k2i_request *req, struct k2i_response *resp,
+		     enum k2i_route *ret_route)
+{
+	_cleanup_free_ char *path = NULL;
+	_cleanup_free_ char *query = NULL;
+	struct http_query params = { .n = 0 };
+	struct route_match m;
+	int e;
+
+	if (req->refuse_status) {
+		respond_error(resp, req->refuse_status, "%s", req->refuse_message);
+		return;
+	}
+	if (!req->target || http_target_split(req->target, &path, &query) < 0) {
+		respond_error(resp, 400, "malformed request target");
+		return;
+	}
+	m = route_match(path);
+	*ret_route = m.route;
+	if (m.route == K2I_ROUTE_NONE) {
+		respond_error(resp, 404, "no route for '%s'", path);
+		return;
+	}
+	if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
+		resp->allow = "GET, HEAD";
+		respond_error(resp, 405, "method '%s' is not allowed (use GET)", req->method);
+		return;
+	}
+	resp->head = strcmp(req->method, "HEAD") == 0;
+	/* Liveness probes (kubelet, load balancers) present no client certificate; /healthz
+	 * reveals nothing about the host, so it is the one route without authentication. */
+	if (m.route == K2I_ROUTE_HEALTHZ) {
+		respond_simple(resp, "status", "ok");
+		return;
+	}
+	if (!authorize(r, req, resp))
+		return;
+	if (m.bad_pid) {
+		respond_error(resp, 400, "invalid process ID in '%s'", path);
+		return;
+	}
+	e = http_query_parse(query, &params);
+	if (e < 0) {
+		respond_error(resp, 400, e == -E2BIG ? "too many query parameters" :
+						       "malformed query string");
+		return;
+	}
+
+	switch (m.route) {
+	case K2I_ROUTE_INDEX:
+		route_index(r, resp);
+		break;
+	case K2I_ROUTE_HELLO:
+		respond_simple(resp, "message", "hello!");
+		break;
+	case K2I_ROUTE_PROC:
+		route_proc_list(r, &params, NULL, resp);
+		break;
+	case K2I_ROUTE_PROC_CMD:
+		route_proc_list(r, &params, m.comm, resp);
+		break;
+	case K2I_ROUTE_PROC_PID:
+		route_proc_one(r, &params, m.pid, resp);
+		break;
+	case K2I_ROUTE_PROC_SELF:
+		route_proc_one(r, &params, getpid(), resp);
+		break;
+	case K2I_ROUTE_HOST:
+		route_host(r, resp);
+		break;
+	case K2I_ROUTE_CONFIG:
+		route_config(r, resp);
+		break;
+	case K2I_ROUTE_METRICS:
+		route_metrics(r, resp);
+		break;
+	default:
+		respond_error(resp, 404, "no route for '%s'", path);
+		break;
+	}
+	http_query_done(&params);
+}
+
+void routes_handle(struct routes *r, const struct k2i_request *req, struct k2i_response *resp)
+{
+	enum k2i_route route = K2I_ROUTE_NONE;
+
+	dispatch(r, req, resp, &route);
+	if (resp->status == 0)
+		respond_error(resp, 500, "internal error");
+	metrics_count_request(r->metrics, route, resp->status, req->proto);
+	log_debug("%s %s -> %d", req->method ? req->method : "-", req->target ? req->target : "-",
+		  resp->status);
+}

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The k2i HTTP API (ARCHITECTURE.md "k2i HTTP API (v1)"), independent of the transport: the
+ * HTTP/1.1 and HTTP/2 front ends turn a request into a struct k2i_request, call
+ * routes_handle(), and send the struct k2i_response back.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "k2i/metrics.h"
+
+struct evbuffer;
+struct k2i_config;
+struct routes;
+
+struct k2i_request {
+	const char *method;
+	const char *target;	   /* request-target / :path as received */
+	const char *authorization; /* the Authorization header, or NULL */
+	int peer;		   /* enum tls_peer_status of the connection */
+	const char *peer_identity; /* certificate identity, or NULL */
+	enum k2i_proto proto;
+	/* Set by the front end when the request was refused before routing; routes_handle()
+	 * answers with this status and message instead of routing. */
+	int refuse_status;
+	const char *refuse_message;
+};
+
+struct k2i_response {
+	int status;
+	const char *content_type; /* static string */
+	struct evbuffer *body;	  /* owned by the response; its length is the Content-Length */
+	const char *allow;	  /* Allow header of a 405, or NULL */
+	const char *www_authenticate; /* WWW-Authenticate header of a 401, or NULL */
+	bool head;		  /* HEAD request: send the headers only */
+};
+
+/*
+ * Creates the route handler. @cfg and @metrics are borrowed and must outlive it. Reads the token
+ * file if one is configured. Returns 0, -ENOMEM, or the -errno of reading /proc or the token file
+ * (logged).
+ */
+int routes_new(const struct k2i_config *cfg, struct k2i_metrics *metrics, struct routes **ret);
+
+/* Frees @r; accepts NULL and returns NULL. */
+struct routes *routes_free(struct routes *r);
+
+/*
+ * Answers @req into @resp (which the caller zero-initialises and later releases with
+ * k2i_response_done()). Always produces a response: client mistakes become 4xx JSON errors and
+ * internal failures 500; it counts the request in the metrics.
+ */
+void routes_handle(struct routes *r, const struct k2i_request *req, struct k2i_response *resp);
+
+/* Frees the body of @resp. */
+void k2i_response_done(struct k2i_response *resp);
