@@ -1,0 +1,104 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# k2i /v1/proc against `ps aux`, in one run on the same process table: with N extra sleeping
+# processes (default 5000), the CPU time (user+system) and wall time of one full /v1/proc
+# response, and of one `ps aux`. The snapshot cache is disabled (scan_max_age_ms = 0), so every
+# request walks /proc. k2i's CPU is read from /proc/<pid>/stat around R requests; the client's
+# (curl's) CPU is not k2i's and is not counted, as ps's terminal output is not either.
+#
+# Then h2load throughput and latency percentiles on /v1/proc/self over HTTP/2.
+#
+#   BENCH_PROCS=5000 BENCH_ROUNDS=20 tests/bench/bench_k2i_proc.sh
+set -u
+cd "$(dirname "$0")/../.."
+B=${B:-build}
+N=${BENCH_PROCS:-5000}
+R=${BENCH_ROUNDS:-20}
+TMP=$(mktemp -d /tmp/k2i-bench.XXXXXX)
+HZ=$(getconf CLK_TCK)
+SLEEPERS_PGID=
+
+cleanup() {
+	[ -n "${K2I_PID:-}" ] && kill "$K2I_PID" 2>/dev/null
+	[ -n "$SLEEPERS_PGID" ] && kill -- "-$SLEEPERS_PGID" 2>/dev/null
+	wait 2>/dev/null
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# N sleeping processes in their own process group, so one kill ends them all.
+setsid bash -c "for i in \$(seq $N); do sleep 3600 & done; wait" </dev/null >/dev/null 2>&1 &
+SLEEPERS_PGID=$!
+for _ in $(seq 300); do
+	[ "$(pgrep -c -g "$SLEEPERS_PGID" sleep)" -ge "$N" ] && break
+	sleep 0.1
+done
+TOTAL=$(ls -d /proc/[0-9]* | wc -l)
+echo "processes on the host: $TOTAL (including $N sleepers)"
+
+printf 'bench-token\n' >"$TMP/tokens"
+chmod 600 "$TMP/tokens"
+# scan_max_age_ms = 0: every request walks /proc (no shared snapshot).
+printf 'scan_max_age_ms = 0\n' >"$TMP/k2i.conf"
+"$B/bin/k2i" --config "$TMP/k2i.conf" --state-dir "$TMP/state" --rundir "$TMP/run" \
+	--listen 127.0.0.1:0 --token-file "$TMP/tokens" 2>"$TMP/k2i.log" &
+K2I_PID=$!
+PORT=
+for _ in $(seq 100); do
+	PORT=$(sed -n 's#.*Listening on https://127\.0\.0\.1:\([0-9]*\)/.*#\1#p' "$TMP/k2i.log")
+	[ -n "$PORT" ] && break
+	sleep 0.1
+done
+[ -n "$PORT" ] || { echo "k2i did not start"; cat "$TMP/k2i.log"; exit 1; }
+URL=https://127.0.0.1:$PORT
+CURL=(curl -sS --http2 --cacert "$TMP/state/ca.pem" --cert "$TMP/state/client.pem"
+	--key "$TMP/state/client.key")
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# Warm up both (page cache, user name cache, first CPU samples).
+ps aux >/dev/null
+"${CURL[@]}" -o "$TMP/proc.json" "$URL/v1/proc"
+BYTES=$(stat -c %s "$TMP/proc.json")
+COUNT=$(jq .count "$TMP/proc.json")
+
+# ps aux: R runs, CPU from the shell's children accounting.
+TIMEFORMAT='%R %U %S'
+: >"$TMP/ps.times"
+for _ in $(seq "$R"); do
+	{ time ps aux >/dev/null; } 2>>"$TMP/ps.times"
+done
+read -r PS_WALL PS_CPU < <(awk '{ w += $1; c += $2 + $3 } END { printf "%.4f %.4f\n", w / NR, c / NR }' "$TMP/ps.times")
+
+# k2i: R responses; CPU from k2i's own utime+stime, wall from curl.
+t0=$(cpu_ticks "$K2I_PID")
+: >"$TMP/k2i.times"
+for _ in $(seq "$R"); do
+	"${CURL[@]}" -o /dev/null -w '%{time_total}\n' "$URL/v1/proc" >>"$TMP/k2i.times"
+done
+t1=$(cpu_ticks "$K2I_PID")
+K2I_CPU=$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" -v r="$R" 'BEGIN { printf "%.4f", (b - a) / hz / r }')
+K2I_WALL=$(awk '{ w += $1 } END { printf "%.4f", w / NR }' "$TMP/k2i.times")
+
+echo
+echo "One full process table ($COUNT processes, $BYTES bytes of JSON), mean of $R runs:"
+printf '  %-28s %10s %10s\n' "" "CPU (s)" "wall (s)"
+printf '  %-28s %10s %10s\n' "ps aux" "$PS_CPU" "$PS_WALL"
+printf '  %-28s %10s %10s\n' "k2i GET /v1/proc (h2, TLS)" "$K2I_CPU" "$K2I_WALL"
+awk -v k="$K2I_CPU" -v p="$PS_CPU" -v kw="$K2I_WALL" -v pw="$PS_WALL" 'BEGIN {
+	printf "  ratio k2i/ps: CPU %.2f (target <= 0.50), wall %.2f\n", k / p, kw / pw }'
+
+# h2load on /v1/proc/self: throughput and latency percentiles from its per-request log.
+if command -v h2load >/dev/null; then
+	H2N=${BENCH_H2_REQUESTS:-20000}
+	h2load -n "$H2N" -c 4 -m 10 -H 'authorization: Bearer bench-token' \
+		--log-file="$TMP/h2load.log" "$URL/v1/proc/self" >"$TMP/h2load.out" 2>&1
+	RPS=$(sed -n 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p' "$TMP/h2load.out")
+	OKS=$(sed -n 's/^status codes: \([0-9]*\) 2xx.*/\1/p' "$TMP/h2load.out")
+	read -r P50 P99 < <(awk '{ print $3 }' "$TMP/h2load.log" | sort -n |
+		awk '{ v[NR] = $1 } END { printf "%.2f %.2f\n", v[int(NR * 0.50)] / 1000, v[int(NR * 0.99)] / 1000 }')
+	echo
+	echo "h2load -n $H2N -c 4 -m 10 GET /v1/proc/self (h2, TLS, bearer token):"
+	echo "  $RPS req/s, $OKS of $H2N 2xx, latency p50 ${P50} ms, p99 ${P99} ms"
+fi
