@@ -15,7 +15,8 @@
 #define ITEM(k, t, m, lo, hi, h) CONF_ITEM(k, t, struct k2i_config, m, lo, hi, false, h)
 
 static const struct conf_item items[] = {
-	ITEM("listen", CONF_STRV, listen, 0, 0, "HTTPS listen addresses (ADDR:PORT, [V6]:PORT, :PORT)"),
+	ITEM("listen", CONF_STRV, listen, 0, 0,
+	     "HTTPS listen addresses (ADDR:PORT, [V6]:PORT, :PORT)"),
 	ITEM("state_dir", CONF_STRING, state_dir, 0, 0, "directory of generated TLS material"),
 	ITEM("rundir", CONF_STRING, rundir, 0, 0, "directory of sockets and instance records"),
 	ITEM("tls_cert", CONF_STRING, tls_cert, 0, 0, "server certificate chain (PEM)"),
@@ -28,6 +29,8 @@ static const struct conf_item items[] = {
 	     "requests within this many ms share one /proc scan"),
 	ITEM("cmdline_max", CONF_U32, cmdline_max, 256, 1024 * 1024,
 	     "bytes of a command line exported before it is truncated"),
+	ITEM("proc_cache_ttl_ms", CONF_U32, proc_cache_ttl_ms, 0, 600000,
+	     "reuse a process's cmdline, exe, cgroup and ns for this long unless it execs (0: never)"),
 	ITEM("max_connections", CONF_U32, max_connections, 1, 65536, "connections at once"),
 	ITEM("max_header_bytes", CONF_U32, max_header_bytes, 1024, 65536,
 	     "request header size limit"),
@@ -46,6 +49,7 @@ int k2i_config_init(struct k2i_config *c)
 	*c = (struct k2i_config){
 		.scan_max_age_ms = 1000,
 		.cmdline_max = 4096,
+		.proc_cache_ttl_ms = 10000,
 		.max_connections = 1024,
 		.max_header_bytes = 8192,
 		.max_streams = 100,

@@ -13,20 +13,21 @@ struct conf_item;
 #define K2I_DEFAULT_CONFIG "/etc/k2i/k2i.conf"
 
 struct k2i_config {
-	char **listen;		  /* "ADDR:PORT", "[V6]:PORT" or ":PORT" (every address) */
-	char *state_dir;	  /* generated TLS material; default per libcommon/paths.h */
-	char *rundir;		  /* sockets and instance records */
-	char *tls_cert;		  /* this node's certificate chain (PEM) */
-	char *tls_key;		  /* its private key */
-	char *tls_ca;		  /* CA bundle that signs client certificates */
-	char **allowed_sans;	  /* if set, a client certificate must name one of these */
-	char *token_file;	  /* optional bearer tokens, one per line (or sha256:<hex>) */
+	char **listen; /* "ADDR:PORT", "[V6]:PORT" or ":PORT" (every address) */
+	char *state_dir; /* generated TLS material; default per libcommon/paths.h */
+	char *rundir; /* sockets and instance records */
+	char *tls_cert; /* this node's certificate chain (PEM) */
+	char *tls_key; /* its private key */
+	char *tls_ca; /* CA bundle that signs client certificates */
+	char **allowed_sans; /* if set, a client certificate must name one of these */
+	char *token_file; /* optional bearer tokens, one per line (or sha256:<hex>) */
 	uint32_t scan_max_age_ms; /* requests within this window share one /proc scan */
-	uint32_t cmdline_max;	  /* bytes of a command line exported before truncation */
+	uint32_t cmdline_max; /* bytes of a command line exported before truncation */
+	uint32_t proc_cache_ttl_ms; /* reuse of a live process's cmdline/exe/cgroup/ns */
 	uint32_t max_connections; /* accepted connections at once */
 	uint32_t max_header_bytes; /* request head (h1) or header list (h2) size limit */
-	uint32_t max_streams;	  /* concurrent HTTP/2 streams per connection */
-	uint32_t idle_timeout_s;  /* an idle connection is closed after this */
+	uint32_t max_streams; /* concurrent HTTP/2 streams per connection */
+	uint32_t idle_timeout_s; /* an idle connection is closed after this */
 	int log_level;
 };
 

@@ -19,14 +19,14 @@ struct routes;
 struct conn {
 	struct k2i_server *srv;
 	const struct k2i_config *cfg; /* borrowed from the server */
-	struct routes *routes;	      /* borrowed */
-	struct k2i_metrics *metrics;  /* borrowed */
-	struct bufferevent *bev;      /* owns the socket and the SSL (BEV_OPT_CLOSE_ON_FREE) */
-	struct nghttp2_session *h2;   /* HTTP/2 session, or NULL for HTTP/1.1 */
+	struct routes *routes; /* borrowed */
+	struct k2i_metrics *metrics; /* borrowed */
+	struct bufferevent *bev; /* owns the socket and the SSL (BEV_OPT_CLOSE_ON_FREE) */
+	struct nghttp2_session *h2; /* HTTP/2 session, or NULL for HTTP/1.1 */
 	enum k2i_proto proto;
 	bool handshake_done;
 	bool closing; /* answer sent with Connection: close; free once the output drains */
-	int peer;     /* enum tls_peer_status after the handshake */
+	int peer; /* enum tls_peer_status after the handshake */
 	char *peer_identity;
 	char addr[64]; /* printable peer address, for logs */
 	struct conn *prev, *next;

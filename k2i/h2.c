@@ -35,7 +35,7 @@ struct h2_stream {
 	char *path;
 	char *authorization;
 	size_t header_bytes;
-	bool too_large;	  /* header list over max_header_bytes */
+	bool too_large; /* header list over max_header_bytes */
 	bool bad_headers; /* duplicate or missing pseudo-headers */
 	bool has_body;
 	struct evbuffer *body; /* the response body, read by the data provider */
@@ -154,8 +154,8 @@ static int submit_response(struct conn *c, int32_t stream_id, struct h2_stream *
 	nghttp2_data_provider prd = { .source.ptr = NULL, .read_callback = body_read_callback };
 	size_t len = resp->body ? evbuffer_get_length(resp->body) : 0;
 
-#define NV(k, v)                                                                                   \
-	nva[n++] = (nghttp2_nv){ (uint8_t *)(k), (uint8_t *)(v), sizeof(k) - 1, strlen(v),         \
+#define NV(k, v)                                                                           \
+	nva[n++] = (nghttp2_nv){ (uint8_t *)(k), (uint8_t *)(v), sizeof(k) - 1, strlen(v), \
 				 NGHTTP2_NV_FLAG_NONE }
 	snprintf(status, sizeof(status), "%d", resp->status);
 	snprintf(length, sizeof(length), "%zu", len);
@@ -254,8 +254,7 @@ int h2_session_start(struct conn *c)
 	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close_callback);
 	nghttp2_session_callbacks_set_on_header_callback(cbs, on_header_callback);
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers_callback);
-	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs,
-								  on_data_chunk_recv_callback);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv_callback);
 	if (nghttp2_session_server_new(&c->h2, cbs, c) != 0)
 		return -ENOMEM;
 	if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, ELEMENTSOF(iv)) != 0)

@@ -69,15 +69,24 @@ static const struct option options[] = {
 static const char *option_key(int opt)
 {
 	switch (opt) {
-	case ARG_LOG_LEVEL: return "log_level";
-	case ARG_STATE_DIR: return "state_dir";
-	case ARG_RUNDIR: return "rundir";
-	case ARG_LISTEN: return "listen";
-	case ARG_TLS_CERT: return "tls_cert";
-	case ARG_TLS_KEY: return "tls_key";
-	case ARG_TLS_CA: return "tls_ca";
-	case ARG_TOKEN_FILE: return "token_file";
-	default: return NULL;
+	case ARG_LOG_LEVEL:
+		return "log_level";
+	case ARG_STATE_DIR:
+		return "state_dir";
+	case ARG_RUNDIR:
+		return "rundir";
+	case ARG_LISTEN:
+		return "listen";
+	case ARG_TLS_CERT:
+		return "tls_cert";
+	case ARG_TLS_KEY:
+		return "tls_key";
+	case ARG_TLS_CA:
+		return "tls_ca";
+	case ARG_TOKEN_FILE:
+		return "token_file";
+	default:
+		return NULL;
 	}
 }
 
@@ -187,10 +196,11 @@ static int setup_tls_material(struct k2i_config *cfg)
 	    path_join(cfg->state_dir, "ca.pem", &cfg->tls_ca) < 0)
 		return log_oom();
 	if (created)
-		log_notice("Generated a private CA and node and client certificates in '%s'. "
-			   "Clients authenticate with client.pem/client.key; copy ca.pem and ca.key "
-			   "to other hosts' state directories to make them share this CA.",
-			   cfg->state_dir);
+		log_notice(
+			"Generated a private CA and node and client certificates in '%s'. "
+			"Clients authenticate with client.pem/client.key; copy ca.pem and ca.key "
+			"to other hosts' state directories to make them share this CA.",
+			cfg->state_dir);
 	else
 		log_info("Using TLS material in '%s'", cfg->state_dir);
 	return 0;

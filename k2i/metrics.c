@@ -15,11 +15,11 @@
 #include "libcommon/fdutil.h"
 
 static const char *const route_names[_K2I_ROUTE_MAX] = {
-	[K2I_ROUTE_NONE] = "none",	   [K2I_ROUTE_INDEX] = "index",
-	[K2I_ROUTE_HELLO] = "hello",	   [K2I_ROUTE_PROC] = "proc",
-	[K2I_ROUTE_PROC_PID] = "proc_pid", [K2I_ROUTE_PROC_CMD] = "proc_cmd",
+	[K2I_ROUTE_NONE] = "none",	     [K2I_ROUTE_INDEX] = "index",
+	[K2I_ROUTE_HELLO] = "hello",	     [K2I_ROUTE_PROC] = "proc",
+	[K2I_ROUTE_PROC_PID] = "proc_pid",   [K2I_ROUTE_PROC_CMD] = "proc_cmd",
 	[K2I_ROUTE_PROC_SELF] = "proc_self", [K2I_ROUTE_HOST] = "host",
-	[K2I_ROUTE_CONFIG] = "config",	   [K2I_ROUTE_METRICS] = "metrics",
+	[K2I_ROUTE_CONFIG] = "config",	     [K2I_ROUTE_METRICS] = "metrics",
 	[K2I_ROUTE_HEALTHZ] = "healthz",
 };
 
@@ -107,10 +107,10 @@ int metrics_render(const struct k2i_metrics *m, struct evbuffer *out)
 	double cpu, rss, vsz, le_count = 0;
 	int r = 0;
 
-#define P(...)                                                                                     \
-	do {                                                                                       \
-		if (r >= 0 && evbuffer_add_printf(out, __VA_ARGS__) < 0)                           \
-			r = -ENOMEM;                                                               \
+#define P(...)                                                           \
+	do {                                                             \
+		if (r >= 0 && evbuffer_add_printf(out, __VA_ARGS__) < 0) \
+			r = -ENOMEM;                                     \
 	} while (0)
 
 	P("# HELP k2i_http_requests_total HTTP requests answered, by route, status code and "

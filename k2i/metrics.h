@@ -50,16 +50,16 @@ struct k2i_metrics {
 	uint64_t requests[_K2I_ROUTE_MAX][_K2I_STATUS_MAX][_K2I_PROTO_MAX];
 	uint64_t connections_total[_K2I_PROTO_MAX];
 	uint64_t connections_active;
-	uint64_t connections_refused;	/* over max_connections */
+	uint64_t connections_refused; /* over max_connections */
 	uint64_t tls_handshake_failures;
-	uint64_t auth_failures;		/* 401 and 403 answers */
+	uint64_t auth_failures; /* 401 and 403 answers */
 	uint64_t scans_total;
 	uint64_t scan_cache_hits;
 	uint64_t scan_errors;
 	uint64_t scan_buckets[K2I_SCAN_BUCKETS]; /* cumulative at render time, not here */
 	double scan_seconds_sum;
-	uint64_t processes;		/* processes in the last full scan */
-	double start_time;		/* Unix time k2i started */
+	uint64_t processes; /* processes in the last full scan */
+	double start_time; /* Unix time k2i started */
 };
 
 /* Returns the route's label value ("proc", "proc_pid", …). */

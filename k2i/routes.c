@@ -58,9 +58,8 @@ static void format_now(char *buf, size_t size)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		 (int)(ts.tv_nsec / 1000000));
+	snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
 }
 
 int routes_new(const struct k2i_config *cfg, struct k2i_metrics *metrics, struct routes **ret)
@@ -80,6 +79,7 @@ int routes_new(const struct k2i_config *cfg, struct k2i_metrics *metrics, struct
 		return log_err_errno(e, "Cannot read /proc: %m");
 	}
 	proc_scanner_set_cmdline_max(r->scanner, cfg->cmdline_max);
+	proc_scanner_set_cache_ttl(r->scanner, (uint64_t)cfg->proc_cache_ttl_ms * 1000);
 	if (cfg->token_file) {
 		e = auth_tokens_load(cfg->token_file, &r->tokens);
 		if (e < 0) {
@@ -153,25 +153,40 @@ static void respond_error(struct k2i_response *resp, int status, const char *fmt
 	}
 }
 
-/* The envelope of every list: {"host":{"name","boot_id"},"time","count",<key>:[…]}. */
-static int respond_list(struct routes *r, struct k2i_response *resp, const char *key,
-			json_t *items)
+/*
+ * Answers the envelope of every list, {"host":{"name","boot_id"},"time","count",<key>:[…]}, with
+ * @items_text (the JSON text of the array, @items_len bytes) spliced in: the process list is
+ * written as text by procquery.c, several times cheaper than jansson objects for 10k processes.
+ */
+static int respond_list_text(struct routes *r, struct k2i_response *resp, const char *key,
+			     const char *items_text, size_t items_len, size_t count)
 {
 	json_auto_t *env = NULL;
+	_cleanup_free_ char *head = NULL;
+	size_t hl;
 	char now[64];
 
 	format_now(now, sizeof(now));
-	env = json_pack("{s:{s:s,s:s},s:s,s:I,s:O}", "host", "name", r->hostname, "boot_id",
-			proc_scanner_boot_id(r->scanner), "time", now, "count",
-			(json_int_t)json_array_size(items), key, items);
-	if (!env)
+	env = json_pack("{s:{s:s,s:s},s:s,s:I}", "host", "name", r->hostname, "boot_id",
+			proc_scanner_boot_id(r->scanner), "time", now, "count", (json_int_t)count);
+	head = env ? json_dumps(env, JSON_COMPACT) : NULL;
+	if (!head)
 		return -ENOMEM;
-	return respond_json(resp, 200, env);
+	hl = strlen(head) - 1; /* without the closing '}' */
+	resp->status = 200;
+	resp->content_type = JSON_TYPE;
+	resp->body = evbuffer_new();
+	if (!resp->body || evbuffer_expand(resp->body, hl + items_len + 32) < 0 ||
+	    evbuffer_add(resp->body, head, hl) < 0 ||
+	    evbuffer_add_printf(resp->body, ",\"%s\":", key) < 0 ||
+	    evbuffer_add(resp->body, items_text, items_len) < 0 ||
+	    evbuffer_add(resp->body, "}\n", 2) < 0)
+		return -ENOMEM;
+	return 0;
 }
 
 /* Returns a snapshot with at least @fields (new reference), from the cache when fresh enough. */
-static int get_snapshot(struct routes *r, uint64_t fields, bool threads,
-			struct proc_snapshot **ret)
+static int get_snapshot(struct routes *r, uint64_t fields, bool threads, struct proc_snapshot **ret)
 {
 	double start = now_monotonic();
 	struct proc_snapshot *snap = NULL;
@@ -223,7 +238,8 @@ static void route_proc_list(struct routes *r, const struct http_query *params,
 {
 	_cleanup_(proc_query_freep) struct proc_query *q = NULL;
 	_cleanup_(proc_snapshot_unrefp) struct proc_snapshot *snap = NULL;
-	json_auto_t *items = NULL;
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0, count = 0;
 	uint64_t need;
 	int e;
 
@@ -237,8 +253,8 @@ static void route_proc_list(struct routes *r, const struct http_query *params,
 		respond_error(resp, 500, "cannot read the process table: %s", strerror(-e));
 		return;
 	}
-	e = proc_query_run(q, snap, comm_substring, &items);
-	if (e < 0 || respond_list(r, resp, "processes", items) < 0)
+	e = proc_query_run_text(q, snap, comm_substring, &text, &len, &count);
+	if (e < 0 || respond_list_text(r, resp, "processes", text, len, count) < 0)
 		respond_error(resp, 500, "cannot build the response");
 }
 
@@ -247,7 +263,7 @@ static void route_proc_one(struct routes *r, const struct http_query *params, pi
 {
 	_cleanup_(proc_query_freep) struct proc_query *q = NULL;
 	_cleanup_(proc_snapshot_unrefp) struct proc_snapshot *snap = NULL;
-	json_auto_t *obj = NULL;
+	struct proc_text text = { 0 };
 	int e;
 
 	for (size_t i = 0; i < params->n; i++)
@@ -268,9 +284,16 @@ static void route_proc_one(struct routes *r, const struct http_query *params, pi
 		respond_error(resp, 500, "cannot read process %d: %s", (int)pid, strerror(-e));
 		return;
 	}
-	e = proc_entry_to_json(snap, 0, proc_query_output_fields(q), &obj);
-	if (e < 0 || respond_json(resp, 200, obj) < 0)
+	e = proc_entry_to_text(snap, 0, proc_query_output_fields(q), &text);
+	resp->body = e >= 0 ? evbuffer_new() : NULL;
+	if (!resp->body || evbuffer_add(resp->body, text.data, text.len) < 0 ||
+	    evbuffer_add(resp->body, "\n", 1) < 0) {
 		respond_error(resp, 500, "cannot build the response");
+	} else {
+		resp->status = 200;
+		resp->content_type = JSON_TYPE;
+	}
+	free(text.data);
 }
 
 static void route_host(struct routes *r, struct k2i_response *resp)
@@ -347,11 +370,11 @@ static void route_metrics(struct routes *r, struct k2i_response *resp)
 
 static void route_index(struct routes *r, struct k2i_response *resp)
 {
-	json_auto_t *j = json_pack(
-		"{s:s,s:s,s:s,s:[s,s,s,s,s,s,s,s,s,s,s]}", "name", "k2i", "version", K2I_VERSION,
-		"host", r->hostname, "routes", "/v1/proc", "/v1/proc/{pid}", "/v1/proc/pid/{pid}",
-		"/v1/proc/cmd/{comm}", "/v1/proc/self", "/v1/k2i", "/v1/host", "/v1/config",
-		"/v1/hello", "/metrics", "/healthz");
+	json_auto_t *j =
+		json_pack("{s:s,s:s,s:s,s:[s,s,s,s,s,s,s,s,s,s,s]}", "name", "k2i", "version",
+			  K2I_VERSION, "host", r->hostname, "routes", "/v1/proc", "/v1/proc/{pid}",
+			  "/v1/proc/pid/{pid}", "/v1/proc/cmd/{comm}", "/v1/proc/self", "/v1/k2i",
+			  "/v1/host", "/v1/config", "/v1/hello", "/metrics", "/healthz");
 
 	if (!j || respond_json(resp, 200, j) < 0)
 		respond_error(resp, 500, "cannot build the response");
@@ -428,8 +451,7 @@ static struct route_match route_match(char *path)
 }
 
 /* Decides whether @req may read process data. Returns true, or false after answering 401/403. */
-static bool authorize(struct routes *r, const struct k2i_request *req,
-		      struct k2i_response *resp)
+static bool authorize(struct routes *r, const struct k2i_request *req, struct k2i_response *resp)
 {
 	const char *token;
 
@@ -503,8 +525,8 @@ static void dispatch(struct routes *r, const struct k2i_request *req, struct k2i
 	}
 	e = http_query_parse(query, &params);
 	if (e < 0) {
-		respond_error(resp, 400, e == -E2BIG ? "too many query parameters" :
-						       "malformed query string");
+		respond_error(resp, 400,
+			      e == -E2BIG ? "too many query parameters" : "malformed query string");
 		return;
 	}
 

@@ -18,9 +18,9 @@ struct routes;
 
 struct k2i_request {
 	const char *method;
-	const char *target;	   /* request-target / :path as received */
+	const char *target; /* request-target / :path as received */
 	const char *authorization; /* the Authorization header, or NULL */
-	int peer;		   /* enum tls_peer_status of the connection */
+	int peer; /* enum tls_peer_status of the connection */
 	const char *peer_identity; /* certificate identity, or NULL */
 	enum k2i_proto proto;
 	/* Set by the front end when the request was refused before routing; routes_handle()
@@ -32,10 +32,10 @@ struct k2i_request {
 struct k2i_response {
 	int status;
 	const char *content_type; /* static string */
-	struct evbuffer *body;	  /* owned by the response; its length is the Content-Length */
-	const char *allow;	  /* Allow header of a 405, or NULL */
+	struct evbuffer *body; /* owned by the response; its length is the Content-Length */
+	const char *allow; /* Allow header of a 405, or NULL */
 	const char *www_authenticate; /* WWW-Authenticate header of a 401, or NULL */
-	bool head;		  /* HEAD request: send the headers only */
+	bool head; /* HEAD request: send the headers only */
 };
 
 /*

@@ -201,7 +201,8 @@ static void h1_read_cb(struct bufferevent *bev, void *userdata)
 
 	if (c->closing) {
 		/* Ignore anything sent after a request we answered with Connection: close. */
-		evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+		evbuffer_drain(bufferevent_get_input(bev),
+			       evbuffer_get_length(bufferevent_get_input(bev)));
 		return;
 	}
 	if (h1_process(c) < 0)
@@ -282,7 +283,8 @@ static void conn_event_cb(struct bufferevent *bev, short events, void *userdata)
 		conn_handshake_done(c);
 		return;
 	}
-	if (!c->handshake_done && (events & (BEV_EVENT_ERROR | BEV_EVENT_EOF | BEV_EVENT_TIMEOUT))) {
+	if (!c->handshake_done &&
+	    (events & (BEV_EVENT_ERROR | BEV_EVENT_EOF | BEV_EVENT_TIMEOUT))) {
 		unsigned long e = bufferevent_get_openssl_error(bev);
 		char buf[256] = "connection closed";
 
@@ -475,8 +477,9 @@ int server_new(struct event_base *base, const struct k2i_config *cfg, SSL_CTX *s
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	*s = (struct k2i_server){ .base = base, .cfg = cfg, .ssl_ctx = ssl_ctx, .routes = routes,
-				  .metrics = metrics };
+	*s = (struct k2i_server){
+		.base = base, .cfg = cfg, .ssl_ctx = ssl_ctx, .routes = routes, .metrics = metrics
+	};
 	s->listeners = calloc(n ? n : 1, sizeof(*s->listeners));
 	if (!s->listeners) {
 		free(s);
@@ -491,8 +494,10 @@ int server_new(struct event_base *base, const struct k2i_config *cfg, SSL_CTX *s
 
 		r = parse_listen(cfg->listen[i], &host, &port);
 		if (r < 0) {
-			log_err_errno(r, "Invalid listen address '%s' (expected ADDR:PORT, "
-					 "[V6ADDR]:PORT or :PORT)", cfg->listen[i]);
+			log_err_errno(r,
+				      "Invalid listen address '%s' (expected ADDR:PORT, "
+				      "[V6ADDR]:PORT or :PORT)",
+				      cfg->listen[i]);
 			break;
 		}
 		r = bind_one(host, port, &fd, addr, sizeof(addr));
@@ -500,9 +505,8 @@ int server_new(struct event_base *base, const struct k2i_config *cfg, SSL_CTX *s
 			log_err_errno(r, "Cannot listen on '%s': %m", cfg->listen[i]);
 			break;
 		}
-		s->listeners[i] = evconnlistener_new(base, accept_cb, s,
-						     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-						     -1, fd);
+		s->listeners[i] = evconnlistener_new(
+			base, accept_cb, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
 		if (!s->listeners[i]) {
 			close(fd);
 			r = -ENOMEM;

@@ -45,35 +45,35 @@ static inline void fclosep(FILE **f)
  * DEFINE_CLEANUP_FUNC(SSL_CTX, SSL_CTX_free) defines SSL_CTX_freep(SSL_CTX **), usable as
  * _cleanup_(SSL_CTX_freep). The generated function ignores NULL.
  */
-#define DEFINE_CLEANUP_FUNC(type, func)                                                            \
-	static inline void func##p(type **p)                                                       \
-	{                                                                                          \
-		if (*p)                                                                            \
-			func(*p);                                                                  \
+#define DEFINE_CLEANUP_FUNC(type, func)      \
+	static inline void func##p(type **p) \
+	{                                    \
+		if (*p)                      \
+			func(*p);            \
 	}
 
-#define TAKE_PTR(p)                                                                                \
-	({                                                                                         \
-		typeof(p) _ptr = (p);                                                              \
-		(p) = NULL;                                                                        \
-		_ptr;                                                                              \
+#define TAKE_PTR(p)                   \
+	({                            \
+		typeof(p) _ptr = (p); \
+		(p) = NULL;           \
+		_ptr;                 \
 	})
 
-#define TAKE_FD(fd)                                                                                \
-	({                                                                                         \
-		int _fd = (fd);                                                                    \
-		(fd) = -EBADF;                                                                     \
-		_fd;                                                                               \
+#define TAKE_FD(fd)             \
+	({                      \
+		int _fd = (fd); \
+		(fd) = -EBADF;  \
+		_fd;            \
 	})
 
 /*
  * Evaluates a libc call that returns -1 and sets errno, and turns the result into the project's
  * convention: the (non-negative) result, or -errno. errno of 0 after a failure becomes -EIO.
  */
-#define RET_NERRNO(expr)                                                                           \
-	({                                                                                         \
-		long _r = (long)(expr);                                                            \
-		_r < 0 ? (errno > 0 ? -errno : -EIO) : _r;                                         \
+#define RET_NERRNO(expr)                                   \
+	({                                                 \
+		long _r = (long)(expr);                    \
+		_r < 0 ? (errno > 0 ? -errno : -EIO) : _r; \
 	})
 
 /* Returns -errno for the last failed libc call, never 0. */
@@ -84,16 +84,16 @@ static inline int negative_errno(void)
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 
-#define MIN(a, b)                                                                                  \
-	({                                                                                         \
-		typeof(a) _a = (a);                                                                \
-		typeof(b) _b = (b);                                                                \
-		_a < _b ? _a : _b;                                                                 \
+#define MIN(a, b)                   \
+	({                          \
+		typeof(a) _a = (a); \
+		typeof(b) _b = (b); \
+		_a < _b ? _a : _b;  \
 	})
 
-#define MAX(a, b)                                                                                  \
-	({                                                                                         \
-		typeof(a) _a = (a);                                                                \
-		typeof(b) _b = (b);                                                                \
-		_a > _b ? _a : _b;                                                                 \
+#define MAX(a, b)                   \
+	({                          \
+		typeof(a) _a = (a); \
+		typeof(b) _b = (b); \
+		_a > _b ? _a : _b;  \
 	})

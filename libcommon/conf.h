@@ -18,10 +18,10 @@
 #include <stdint.h>
 
 enum conf_type {
-	CONF_STRING,	/* char *, malloc'ed */
-	CONF_STRV,	/* char **, a strv (libcommon/strutil.h) */
-	CONF_U32,	/* uint32_t within [min, max] */
-	CONF_BOOL,	/* bool: yes/no, true/false, on/off, 1/0 */
+	CONF_STRING, /* char *, malloc'ed */
+	CONF_STRV, /* char **, a strv (libcommon/strutil.h) */
+	CONF_U32, /* uint32_t within [min, max] */
+	CONF_BOOL, /* bool: yes/no, true/false, on/off, 1/0 */
 	CONF_LOG_LEVEL, /* int, a syslog level parsed by log_level_from_string() */
 	_CONF_TYPE_MAX,
 };
@@ -31,13 +31,15 @@ struct conf_item {
 	enum conf_type type;
 	size_t offset;
 	uint32_t min, max; /* CONF_U32 only */
-	bool secret;	   /* never printed by conf_format_value() */
+	bool secret; /* never printed by conf_format_value() */
 	const char *help;
 };
 
-#define CONF_ITEM(k, t, s, member, lo, hi, sec, h)                                                 \
-	{ .key = (k), .type = (t), .offset = offsetof(s, member), .min = (lo), .max = (hi),        \
-	  .secret = (sec), .help = (h) }
+#define CONF_ITEM(k, t, s, member, lo, hi, sec, h)                                                \
+	{                                                                                         \
+		.key = (k), .type = (t), .offset = offsetof(s, member), .min = (lo), .max = (hi), \
+		.secret = (sec), .help = (h)                                                      \
+	}
 
 /* Returns the item named @key, or NULL. */
 const struct conf_item *conf_find(const struct conf_item *table, size_t n, const char *key);
@@ -47,8 +49,8 @@ const struct conf_item *conf_find(const struct conf_item *table, size_t n, const
  * value replaces the current list or is appended to it. Returns 0, -ENOENT (unknown key),
  * -EINVAL (malformed value), -ERANGE (number out of range) or -ENOMEM.
  */
-int conf_set(const struct conf_item *table, size_t n, void *cfg, const char *key,
-	     const char *value, bool replace_list);
+int conf_set(const struct conf_item *table, size_t n, void *cfg, const char *key, const char *value,
+	     bool replace_list);
 
 /*
  * Parses @len bytes of @text. @name is used in messages only. On the first bad line, returns

@@ -38,13 +38,13 @@ const char *log_level_to_string(int level);
 int log_internal(int level, int error, const char *file, int line, const char *func,
 		 const char *format, ...) __attribute__((format(printf, 6, 7)));
 
-#define log_full_errno(level, error, ...)                                                          \
-	({                                                                                         \
-		int _level = (level), _e = (error);                                                \
-		_e = _e < 0 ? -_e : _e;                                                            \
-		log_get_max_level() >= _level ?                                                    \
-			log_internal(_level, _e, __FILE__, __LINE__, __func__, __VA_ARGS__) :      \
-			-_e;                                                                       \
+#define log_full_errno(level, error, ...)                                                     \
+	({                                                                                    \
+		int _level = (level), _e = (error);                                           \
+		_e = _e < 0 ? -_e : _e;                                                       \
+		log_get_max_level() >= _level ?                                               \
+			log_internal(_level, _e, __FILE__, __LINE__, __func__, __VA_ARGS__) : \
+			-_e;                                                                  \
 	})
 
 #define log_full(level, ...) (void)log_full_errno(level, 0, __VA_ARGS__)

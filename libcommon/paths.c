@@ -50,7 +50,6 @@ int path_join(const char *dir, const char *name, char **ret)
 {
 	size_t n = strlen(dir);
 
-	return asprintf(ret, "%s%s%s", dir, n && dir[n - 1] == '/' ? "" : "/", name) < 0 ?
-		       -ENOMEM :
-		       0;
+	return asprintf(ret, "%s%s%s", dir, n && dir[n - 1] == '/' ? "" : "/", name) < 0 ? -ENOMEM :
+											   0;
 }

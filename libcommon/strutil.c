@@ -103,8 +103,8 @@ bool endswith(const char *s, const char *suffix)
 
 char **strv_free(char **l)
 {
-	STRV_FOREACH(s, l)
-	free(*s);
+	STRV_FOREACH (s, l)
+		free(*s);
 	free(l);
 	return NULL;
 }
@@ -113,16 +113,16 @@ size_t strv_length(char *const *l)
 {
 	size_t n = 0;
 
-	STRV_FOREACH(s, l)
-	n++;
+	STRV_FOREACH (s, l)
+		n++;
 	return n;
 }
 
 bool strv_contains(char *const *l, const char *s)
 {
-	STRV_FOREACH(i, l)
-	if (strcmp(*i, s) == 0)
-		return true;
+	STRV_FOREACH (i, l)
+		if (strcmp(*i, s) == 0)
+			return true;
 	return false;
 }
 
@@ -184,11 +184,11 @@ int strv_copy(char *const *l, char ***ret)
 	c = calloc(1, sizeof(char *));
 	if (!c)
 		return -ENOMEM;
-	STRV_FOREACH(s, l)
-	if (strv_extend(&c, *s) < 0) {
-		strv_free(c);
-		return -ENOMEM;
-	}
+	STRV_FOREACH (s, l)
+		if (strv_extend(&c, *s) < 0) {
+			strv_free(c);
+			return -ENOMEM;
+		}
 	*ret = c;
 	return 0;
 }
@@ -198,14 +198,13 @@ int strv_join(char *const *l, const char *sep, char **ret)
 	size_t n = 1, k = strlen(sep);
 	char *s, *p;
 
-	STRV_FOREACH(i, l)
-	n += strlen(*i) + k;
+	STRV_FOREACH (i, l)
+		n += strlen(*i) + k;
 	s = malloc(n);
 	if (!s)
 		return -ENOMEM;
 	p = s;
-	STRV_FOREACH(i, l)
-	{
+	STRV_FOREACH (i, l) {
 		if (i != l)
 			p = stpcpy(p, sep);
 		p = stpcpy(p, *i);

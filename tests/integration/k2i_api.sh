@@ -103,6 +103,17 @@ check "cgroup prefix filter" jq -e --arg c "$mycg" \
 check "threads=1 lists threads with tid" jq -e 'all(.processes[]; has("tid"))' \
 	<<<"$(kcurl "$K2I_URL/v1/proc?threads=1&fields=pid,tid")"
 
+# A process's cmdline is cached for proc_cache_ttl_ms, but an exec must show at once.
+bash -c 'sleep 1.5; exec sleep 302' &
+EXECER=$!
+T_PIDS+=("$EXECER")
+sleep 0.3
+check_eq "cmdline before exec" "bash -c sleep 1.5; exec sleep 302" \
+	"$(kcurl "$K2I_URL/v1/proc/$EXECER?fields=cmdline" | jq -r '.cmdline | join(" ")')"
+sleep 2.5
+check_eq "cmdline after exec (cache invalidated by the exec)" "sleep 302" \
+	"$(kcurl "$K2I_URL/v1/proc?pid=$EXECER&fields=cmdline" | jq -r '.processes[0].cmdline | join(" ")')"
+
 # --- Agreement with ps ---------------------------------------------------------------------
 # A kworker's name carries the workqueue it last ran ("kworker/u8:2-events"), which changes at any
 # time: compare kworkers by the name before the '-'. k2i itself is running while it scans.

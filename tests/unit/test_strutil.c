@@ -95,10 +95,8 @@ static void test_strv(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_safe_atou64),
-		cmocka_unit_test(test_safe_atou32_range),
-		cmocka_unit_test(test_safe_atoi),
-		cmocka_unit_test(test_prefix_suffix),
+		cmocka_unit_test(test_safe_atou64), cmocka_unit_test(test_safe_atou32_range),
+		cmocka_unit_test(test_safe_atoi),   cmocka_unit_test(test_prefix_suffix),
 		cmocka_unit_test(test_strv),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
