@@ -187,8 +187,20 @@ check "/metrics counts requests by route and code" \
 check "/metrics has scan durations" grep -q '^k2i_scan_duration_seconds_count [1-9]' "$T_TMP/metrics"
 check "/metrics counts auth failures" grep -q '^k2i_auth_failures_total [1-9]' "$T_TMP/metrics"
 
+# Requests within scan_max_age_ms (1 s by default) share one /proc walk.
+hits0=$(kcurl "$K2I_URL/metrics" | sed -n 's/^k2i_scan_cache_hits_total //p')
+kcurl -o /dev/null -o /dev/null -o /dev/null -o /dev/null -o /dev/null "$K2I_URL/v1/proc" \
+	"$K2I_URL/v1/proc" "$K2I_URL/v1/proc" "$K2I_URL/v1/proc" "$K2I_URL/v1/proc"
+hits1=$(kcurl "$K2I_URL/metrics" | sed -n 's/^k2i_scan_cache_hits_total //p')
+check "a burst of requests shares one scan ($((hits1 - hits0)) of 5 from the cache)" \
+	test $((hits1 - hits0)) -ge 3
+
 check "k2i is still running after all of that" kill -0 "$K2I_PID"
 check "k2i logged no error" bash -c "! grep -E ' (err|crit|alert|emerg):' $K2I_LOG"
+kill -TERM "$K2I_PID"
+wait "$K2I_PID"
+check_eq "k2i exits 0 on SIGTERM" "0" "$?"
+check "no sanitizer report (leaks, UB) in k2i's log" bash -c "! grep -q -i -E 'sanitizer|runtime error' $K2I_LOG"
 
 # --- Bearer tokens -------------------------------------------------------------------------
 printf '# tokens\nsecret-token-1\nsha256:%s\n' "$(printf 'token-two' | sha256sum | cut -c1-64)" \
@@ -217,6 +229,8 @@ printf 'listen = 127.0.0.1:1\nscan_max_age_ms = lots\n' >"$T_TMP/bad.conf"
 out=$("$B/bin/k2i" --config "$T_TMP/bad.conf" --check-config 2>&1)
 check_eq "--check-config rejects a bad file (exit 1)" "1" "$?"
 check "... naming the line" grep -q 'bad.conf:2' <<<"$out"
+check "the shipped deploy/k2i.conf passes --check-config" \
+	"$B/bin/k2i" --config deploy/k2i.conf --check-config
 "$B/bin/k2i" --no-such-flag >/dev/null 2>&1
 check_eq "usage error exits 2" "2" "$?"
 
