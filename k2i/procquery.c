@@ -52,11 +52,6 @@ struct proc_query {
 	bool threads;
 };
 
-static void strv_freep_(char ***l)
-{
-	strv_free(*l);
-}
-
 struct proc_query *proc_query_free(struct proc_query *q)
 {
 	if (!q)
@@ -151,7 +146,7 @@ static int array_grow(void **arr, size_t *n, size_t more, size_t size)
 
 static int parse_pid(struct proc_query *q, const char *param, const char *value, char **ret_error)
 {
-	_cleanup_(strv_freep_) char **items = NULL;
+	_cleanup_(strv_freep) char **items = NULL;
 	size_t k;
 	int r;
 
@@ -210,7 +205,7 @@ static int lookup_user(const char *name, uid_t *ret)
 
 static int parse_user(struct proc_query *q, const char *param, const char *value, char **ret_error)
 {
-	_cleanup_(strv_freep_) char **items = NULL;
+	_cleanup_(strv_freep) char **items = NULL;
 	size_t k;
 	int r;
 
@@ -248,7 +243,7 @@ static int parse_user(struct proc_query *q, const char *param, const char *value
 /* Only commas separate: a command name may hold spaces (prctl(PR_SET_NAME) allows any byte). */
 static int parse_comm(struct proc_query *q, const char *param, const char *value, char **ret_error)
 {
-	_cleanup_(strv_freep_) char **items = NULL;
+	_cleanup_(strv_freep) char **items = NULL;
 
 	if (strv_split(value, ",", &items) < 0)
 		return -ENOMEM;
@@ -325,7 +320,7 @@ static const struct {
 
 static int parse_sort(struct proc_query *q, const char *param, const char *value, char **ret_error)
 {
-	_cleanup_(strv_freep_) char **items = NULL;
+	_cleanup_(strv_freep) char **items = NULL;
 
 	if (strv_split(value, ", ", &items) < 0)
 		return -ENOMEM;
@@ -373,7 +368,7 @@ static int parse_limit(struct proc_query *q, const char *param, const char *valu
 static int parse_fields(struct proc_query *q, const char *param, const char *value,
 			char **ret_error)
 {
-	_cleanup_(strv_freep_) char **items = NULL;
+	_cleanup_(strv_freep) char **items = NULL;
 
 	if (strv_split(value, ", ", &items) < 0)
 		return -ENOMEM;

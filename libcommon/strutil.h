@@ -34,6 +34,13 @@ bool endswith(const char *s, const char *suffix);
  */
 char **strv_free(char **l);
 size_t strv_length(char *const *l);
+
+/* For _cleanup_(strv_freep) char **l = NULL; */
+static inline void strv_freep(char ***l)
+{
+	strv_free(*l);
+}
+
 bool strv_contains(char *const *l, const char *s);
 
 /*
