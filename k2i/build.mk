@@ -4,7 +4,8 @@ K2I_PKGS := libevent libevent_openssl libnghttp2 jansson openssl
 # The procfs reader and query engine (unit-tested and fuzzed on their own).
 K2I_CORE_SRCS := \
 	k2i/procinfo.c \
-	k2i/procquery.c
+	k2i/procquery.c \
+	k2i/events.c
 
 # The daemon: configuration, authentication, routes, HTTPS front end.
 K2I_SRCS := \

@@ -24,6 +24,8 @@ struct k2i_config {
 	uint32_t scan_max_age_ms; /* requests within this window share one /proc scan */
 	uint32_t cmdline_max; /* bytes of a command line exported before truncation */
 	uint32_t proc_cache_ttl_ms; /* reuse of a live process's cmdline/exe/cgroup/ns */
+	uint32_t exits_max; /* recent exits kept for GET /v1/exits */
+	uint32_t stream_backlog_kb; /* an event stream with more queued is cut off */
 	uint32_t max_connections; /* accepted connections at once */
 	uint32_t max_header_bytes; /* request head (h1) or header list (h2) size limit */
 	uint32_t max_streams; /* concurrent HTTP/2 streams per connection */

@@ -26,6 +26,8 @@ struct conn {
 	enum k2i_proto proto;
 	bool handshake_done;
 	bool closing; /* answer sent with Connection: close; free once the output drains */
+	bool chunked; /* HTTP/1.1 event stream: chunked transfer coding */
+	struct event_sub *sub; /* HTTP/1.1 event stream, owned; NULL otherwise */
 	int peer; /* enum tls_peer_status after the handshake */
 	char *peer_identity;
 	char addr[64]; /* printable peer address, for logs */

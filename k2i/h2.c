@@ -16,9 +16,11 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <nghttp2/nghttp2.h>
 
 #include "k2i/config.h"
+#include "k2i/events.h"
 #include "k2i/routes.h"
 #include "libcommon/cleanup.h"
 #include "libcommon/log.h"
@@ -31,14 +33,19 @@ DEFINE_CLEANUP_FUNC(nghttp2_session_callbacks, nghttp2_session_callbacks_del)
 
 /* Per-stream state; nghttp2 stream user data, freed in on_stream_close_callback. */
 struct h2_stream {
+	struct conn *conn;
+	int32_t id;
 	char *method;
 	char *path;
 	char *authorization;
+	char *accept;
 	size_t header_bytes;
 	bool too_large; /* header list over max_header_bytes */
 	bool bad_headers; /* duplicate or missing pseudo-headers */
 	bool has_body;
 	struct evbuffer *body; /* the response body, read by the data provider */
+	struct event_sub *sub; /* an event stream: body is fed by the hub until done */
+	bool done; /* no more data will be added to body */
 };
 
 static void h2_stream_free(struct h2_stream *st)
@@ -48,6 +55,8 @@ static void h2_stream_free(struct h2_stream *st)
 	free(st->method);
 	free(st->path);
 	free(st->authorization);
+	free(st->accept);
+	event_sub_free(st->sub);
 	if (st->body)
 		evbuffer_free(st->body);
 	free(st);
@@ -70,12 +79,15 @@ static ssize_t body_read_callback(nghttp2_session *session, int32_t stream_id, u
 				  size_t length, uint32_t *data_flags, nghttp2_data_source *source,
 				  void *user_data)
 {
-	struct evbuffer *body = source->ptr;
-	int n = evbuffer_remove(body, buf, length);
+	struct h2_stream *st = source->ptr;
+	int n;
 
+	if (evbuffer_get_length(st->body) == 0 && !st->done)
+		return NGHTTP2_ERR_DEFERRED; /* an event stream waiting for its next event */
+	n = evbuffer_remove(st->body, buf, length);
 	if (n < 0)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-	if (evbuffer_get_length(body) == 0)
+	if (evbuffer_get_length(st->body) == 0 && st->done)
 		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
 	return n;
 }
@@ -90,6 +102,8 @@ static int on_begin_headers_callback(nghttp2_session *session, const nghttp2_fra
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	st->conn = user_data;
+	st->id = frame->hd.stream_id;
 	if (nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, st) != 0) {
 		free(st);
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -132,6 +146,8 @@ static int on_header_callback(nghttp2_session *session, const nghttp2_frame *fra
 		return keep_value(st, &st->path, value, valuelen);
 	if (namelen == 13 && memcmp(name, "authorization", 13) == 0)
 		return keep_value(st, &st->authorization, value, valuelen);
+	if (namelen == 6 && memcmp(name, "accept", 6) == 0 && !st->accept)
+		return keep_value(st, &st->accept, value, valuelen);
 	return 0;
 }
 
@@ -144,6 +160,53 @@ static int on_data_chunk_recv_callback(nghttp2_session *session, uint8_t flags, 
 		st->has_body = true;
 	return 0;
 }
+
+/*
+ * Event streams (GET /v1/events): the hub appends to the stream's body and nghttp2 is told to
+ * resume the deferred data provider. Sending happens from the connection's write callback,
+ * triggered (deferred) here, never from inside the hub's loop: a send that fails frees the
+ * connection, and with it other streams the hub may be about to visit.
+ */
+static void h2_stream_kick(struct h2_stream *st)
+{
+	(void)nghttp2_session_resume_data(st->conn->h2, st->id);
+	bufferevent_trigger(st->conn->bev, EV_WRITE,
+			    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+static size_t h2_stream_queued(void *ctx)
+{
+	struct h2_stream *st = ctx;
+
+	return evbuffer_get_length(st->body);
+}
+
+static int h2_stream_write(void *ctx, const char *data, size_t len)
+{
+	struct h2_stream *st = ctx;
+
+	if (evbuffer_add(st->body, data, len) < 0)
+		return -ENOMEM;
+	h2_stream_kick(st);
+	return 0;
+}
+
+static void h2_stream_finish(void *ctx, const char *data, size_t len)
+{
+	struct h2_stream *st = ctx;
+
+	/* Whatever the client did not read is dropped: only the error line is still sent. */
+	evbuffer_drain(st->body, evbuffer_get_length(st->body));
+	(void)evbuffer_add(st->body, data, len);
+	st->done = true;
+	h2_stream_kick(st);
+}
+
+static const struct event_sub_ops h2_stream_ops = {
+	.queued = h2_stream_queued,
+	.write = h2_stream_write,
+	.finish = h2_stream_finish,
+};
 
 static int submit_response(struct conn *c, int32_t stream_id, struct h2_stream *st,
 			   struct k2i_response *resp)
@@ -161,7 +224,8 @@ static int submit_response(struct conn *c, int32_t stream_id, struct h2_stream *
 	snprintf(length, sizeof(length), "%zu", len);
 	NV(":status", status);
 	NV("content-type", resp->content_type ? resp->content_type : "application/json");
-	NV("content-length", length);
+	if (!resp->stream)
+		NV("content-length", length);
 	NV("cache-control", "no-store");
 	if (resp->allow)
 		NV("allow", resp->allow);
@@ -169,11 +233,26 @@ static int submit_response(struct conn *c, int32_t stream_id, struct h2_stream *
 		NV("www-authenticate", resp->www_authenticate);
 #undef NV
 
+	if (resp->stream) {
+		struct timeval idle = { .tv_sec = c->cfg->idle_timeout_s };
+
+		st->body = evbuffer_new();
+		if (!st->body)
+			return -ENOMEM;
+		st->sub = TAKE_PTR(resp->stream);
+		event_hub_attach(routes_event_hub(c->routes), st->sub, &h2_stream_ops, st);
+		/* A listening client may send nothing for a long time: only a stalled write
+		 * times the connection out from now on. */
+		bufferevent_set_timeouts(c->bev, NULL, &idle);
+		prd.source.ptr = st;
+		return nghttp2_submit_response(c->h2, stream_id, nva, n, &prd) == 0 ? 0 : -EPROTO;
+	}
 	if (resp->head || len == 0)
 		return nghttp2_submit_response(c->h2, stream_id, nva, n, NULL) == 0 ? 0 : -EPROTO;
 	/* The stream takes the body; on_stream_close_callback frees it. */
 	st->body = TAKE_PTR(resp->body);
-	prd.source.ptr = st->body;
+	st->done = true;
+	prd.source.ptr = st;
 	return nghttp2_submit_response(c->h2, stream_id, nva, n, &prd) == 0 ? 0 : -EPROTO;
 }
 
@@ -187,6 +266,7 @@ static int handle_request(struct conn *c, int32_t stream_id, struct h2_stream *s
 	req.method = st->method;
 	req.target = st->path;
 	req.authorization = st->authorization;
+	req.accept = st->accept;
 	if (st->too_large) {
 		req.refuse_status = 400;
 		req.refuse_message = "request header too large";

@@ -16,6 +16,7 @@
 #include <openssl/ssl.h>
 
 #include "k2i/config.h"
+#include "k2i/events.h"
 #include "k2i/metrics.h"
 #include "k2i/routes.h"
 #include "k2i/server.h"
@@ -31,6 +32,7 @@ DEFINE_CLEANUP_FUNC(struct event_base, event_base_free)
 DEFINE_CLEANUP_FUNC(struct event, event_free)
 DEFINE_CLEANUP_FUNC(struct routes, routes_free)
 DEFINE_CLEANUP_FUNC(struct k2i_server, server_free)
+DEFINE_CLEANUP_FUNC(struct event_hub, event_hub_free)
 
 static const char *arg_config = NULL;
 static bool arg_check_config = false;
@@ -221,6 +223,7 @@ static int run(int argc, char **argv)
 	_cleanup_(event_freep) struct event *sigint = NULL;
 	_cleanup_(event_freep) struct event *sigterm = NULL;
 	_cleanup_(SSL_CTX_freep) SSL_CTX *ssl_ctx = NULL;
+	_cleanup_(event_hub_freep) struct event_hub *hub = NULL;
 	_cleanup_(routes_freep) struct routes *routes = NULL;
 	_cleanup_(server_freep) struct k2i_server *server = NULL;
 	_cleanup_free_ char *err = NULL;
@@ -281,7 +284,12 @@ static int run(int argc, char **argv)
 	}
 
 	metrics.start_time = (double)time(NULL);
-	r = routes_new(&cfg, &metrics, &routes);
+	r = event_hub_new(cfg.exits_max, (size_t)cfg.stream_backlog_kb * 1024, &hub);
+	if (r < 0) {
+		log_oom();
+		goto out;
+	}
+	r = routes_new(&cfg, &metrics, hub, &routes);
 	if (r < 0)
 		goto out;
 	base = event_base_new();

@@ -20,7 +20,8 @@ static const char *const route_names[_K2I_ROUTE_MAX] = {
 	[K2I_ROUTE_PROC_PID] = "proc_pid",   [K2I_ROUTE_PROC_CMD] = "proc_cmd",
 	[K2I_ROUTE_PROC_SELF] = "proc_self", [K2I_ROUTE_HOST] = "host",
 	[K2I_ROUTE_CONFIG] = "config",	     [K2I_ROUTE_METRICS] = "metrics",
-	[K2I_ROUTE_HEALTHZ] = "healthz",
+	[K2I_ROUTE_HEALTHZ] = "healthz",     [K2I_ROUTE_EVENTS] = "events",
+	[K2I_ROUTE_EXITS] = "exits",
 };
 
 static const int status_codes[_K2I_STATUS_MAX] = {

@@ -13,6 +13,7 @@
 
 #include "k2i/auth.h"
 #include "k2i/config.h"
+#include "k2i/events.h"
 #include "k2i/procinfo.h"
 #include "k2i/procquery.h"
 #include "libcommon/cleanup.h"
@@ -33,6 +34,7 @@ struct routes {
 	struct k2i_metrics *metrics;
 	struct proc_scanner *scanner;
 	struct auth_tokens *tokens;
+	struct event_hub *hub;
 	char hostname[256];
 	/* The shared snapshot: requests within cfg->scan_max_age_ms reuse it when it has the
 	 * fields and the thread view they need. */
@@ -62,7 +64,8 @@ static void format_now(char *buf, size_t size)
 		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
 }
 
-int routes_new(const struct k2i_config *cfg, struct k2i_metrics *metrics, struct routes **ret)
+int routes_new(const struct k2i_config *cfg, struct k2i_metrics *metrics, struct event_hub *hub,
+	       struct routes **ret)
 {
 	struct routes *r = calloc(1, sizeof(*r));
 	int e;
@@ -71,6 +74,7 @@ int routes_new(const struct k2i_config *cfg, struct k2i_metrics *metrics, struct
 		return -ENOMEM;
 	r->cfg = cfg;
 	r->metrics = metrics;
+	r->hub = hub;
 	if (gethostname(r->hostname, sizeof(r->hostname) - 1) < 0)
 		snprintf(r->hostname, sizeof(r->hostname), "localhost");
 	e = proc_scanner_new("/proc", &r->scanner);
@@ -102,8 +106,14 @@ struct routes *routes_free(struct routes *r)
 	return NULL;
 }
 
+struct event_hub *routes_event_hub(const struct routes *r)
+{
+	return r->hub;
+}
+
 void k2i_response_done(struct k2i_response *resp)
 {
+	resp->stream = event_sub_free(resp->stream);
 	if (resp->body)
 		evbuffer_free(resp->body);
 	resp->body = NULL;
@@ -359,8 +369,28 @@ static void route_config(struct routes *r, struct k2i_response *resp)
 
 static void route_metrics(struct routes *r, struct k2i_response *resp)
 {
+	struct event_hub_stats st;
+
+	event_hub_stats(r->hub, &st);
 	resp->body = evbuffer_new();
-	if (!resp->body || metrics_render(r->metrics, resp->body) < 0) {
+	if (!resp->body || metrics_render(r->metrics, resp->body) < 0 ||
+	    evbuffer_add_printf(
+		    resp->body,
+		    "# HELP k2i_events_published_total Process events offered to the event streams.\n"
+		    "# TYPE k2i_events_published_total counter\n"
+		    "k2i_events_published_total %lu\n"
+		    "# HELP k2i_event_streams Open GET /v1/events streams.\n"
+		    "# TYPE k2i_event_streams gauge\nk2i_event_streams %zu\n"
+		    "# HELP k2i_event_streams_cut_off_total Streams closed because the client did not "
+		    "keep up.\n# TYPE k2i_event_streams_cut_off_total counter\n"
+		    "k2i_event_streams_cut_off_total %lu\n"
+		    "# HELP k2i_event_stream_drops_total Events not delivered to a stream being cut "
+		    "off.\n# TYPE k2i_event_stream_drops_total counter\n"
+		    "k2i_event_stream_drops_total %lu\n"
+		    "# HELP k2i_exits_recorded Exits held for GET /v1/exits.\n"
+		    "# TYPE k2i_exits_recorded gauge\nk2i_exits_recorded %zu\n",
+		    (unsigned long)st.published, st.streams, (unsigned long)st.streams_cut_off,
+		    (unsigned long)st.events_dropped, st.exits) < 0) {
 		respond_error(resp, 500, "cannot render metrics");
 		return;
 	}
@@ -368,13 +398,66 @@ static void route_metrics(struct routes *r, struct k2i_response *resp)
 	resp->content_type = PROM_TYPE;
 }
 
+/* GET /v1/events: a live stream; the transport attaches resp->stream once the headers are out. */
+static void route_events(struct routes *r, const struct k2i_request *req,
+			 const struct http_query *params, struct k2i_response *resp)
+{
+	_cleanup_free_ char *err = NULL;
+	struct event_sub *sub = NULL;
+	int e;
+
+	e = event_sub_new((const char *const *)params->keys, (const char *const *)params->values,
+			  params->n, req->accept, &sub, &err);
+	if (e < 0) {
+		respond_error(resp, e == -ENOMEM ? 500 : 400, "%s", err ? err : "out of memory");
+		return;
+	}
+	resp->status = 200;
+	resp->content_type = event_format_content_type(event_sub_format(sub));
+	if (resp->head)
+		event_sub_free(sub);
+	else
+		resp->stream = sub;
+}
+
+/* GET /v1/exits: the ring of recent exits, oldest first; filters pid, comm, limit. */
+static void route_exits(struct routes *r, const struct http_query *params,
+			struct k2i_response *resp)
+{
+	json_auto_t *items = NULL;
+	_cleanup_free_ char *text = NULL;
+	const char *comm = NULL;
+	uint32_t pid = 0, limit = 0;
+
+	for (size_t i = 0; i < params->n; i++) {
+		const char *k = params->keys[i], *v = params->values[i];
+
+		if (strcmp(k, "pid") == 0 && safe_atou32_range(v, 1, PID_MAX, &pid) >= 0)
+			continue;
+		if (strcmp(k, "limit") == 0 && safe_atou32_range(v, 1, 1000000, &limit) >= 0)
+			continue;
+		if (strcmp(k, "comm") == 0 && *v) {
+			comm = v;
+			continue;
+		}
+		respond_error(resp, 400, "invalid parameter '%s=%s' (expected pid, comm or limit)",
+			      k, v);
+		return;
+	}
+	if (event_hub_exits_json(r->hub, (pid_t)pid, comm, limit, &items) < 0 ||
+	    !(text = json_dumps(items, JSON_COMPACT)) ||
+	    respond_list_text(r, resp, "exits", text, strlen(text), json_array_size(items)) < 0)
+		respond_error(resp, 500, "cannot build the response");
+}
+
 static void route_index(struct routes *r, struct k2i_response *resp)
 {
 	json_auto_t *j =
-		json_pack("{s:s,s:s,s:s,s:[s,s,s,s,s,s,s,s,s,s,s]}", "name", "k2i", "version",
+		json_pack("{s:s,s:s,s:s,s:[s,s,s,s,s,s,s,s,s,s,s,s,s]}", "name", "k2i", "version",
 			  K2I_VERSION, "host", r->hostname, "routes", "/v1/proc", "/v1/proc/{pid}",
 			  "/v1/proc/pid/{pid}", "/v1/proc/cmd/{comm}", "/v1/proc/self", "/v1/k2i",
-			  "/v1/host", "/v1/config", "/v1/hello", "/metrics", "/healthz");
+			  "/v1/events", "/v1/exits", "/v1/host", "/v1/config", "/v1/hello",
+			  "/metrics", "/healthz");
 
 	if (!j || respond_json(resp, 200, j) < 0)
 		respond_error(resp, 500, "cannot build the response");
@@ -433,6 +516,10 @@ static struct route_match route_match(char *path)
 		m.route = K2I_ROUTE_HOST;
 	else if (strcmp(path, "/v1/config") == 0)
 		m.route = K2I_ROUTE_CONFIG;
+	else if (strcmp(path, "/v1/events") == 0)
+		m.route = K2I_ROUTE_EVENTS;
+	else if (strcmp(path, "/v1/exits") == 0)
+		m.route = K2I_ROUTE_EXITS;
 	else if (strcmp(path, "/v1/proc") == 0)
 		m.route = K2I_ROUTE_PROC;
 	else if (strcmp(path, "/v1/proc/self") == 0 || strcmp(path, "/v1/k2i") == 0)
@@ -557,6 +644,12 @@ static void dispatch(struct routes *r, const struct k2i_request *req, struct k2i
 		break;
 	case K2I_ROUTE_METRICS:
 		route_metrics(r, resp);
+		break;
+	case K2I_ROUTE_EVENTS:
+		route_events(r, req, &params, resp);
+		break;
+	case K2I_ROUTE_EXITS:
+		route_exits(r, &params, resp);
 		break;
 	default:
 		respond_error(resp, 404, "no route for '%s'", path);

@@ -12,6 +12,8 @@
 
 #include "k2i/metrics.h"
 
+struct event_hub;
+struct event_sub;
 struct evbuffer;
 struct k2i_config;
 struct routes;
@@ -20,6 +22,7 @@ struct k2i_request {
 	const char *method;
 	const char *target; /* request-target / :path as received */
 	const char *authorization; /* the Authorization header, or NULL */
+	const char *accept; /* the Accept header, or NULL */
 	int peer; /* enum tls_peer_status of the connection */
 	const char *peer_identity; /* certificate identity, or NULL */
 	enum k2i_proto proto;
@@ -36,6 +39,9 @@ struct k2i_response {
 	const char *allow; /* Allow header of a 405, or NULL */
 	const char *www_authenticate; /* WWW-Authenticate header of a 401, or NULL */
 	bool head; /* HEAD request: send the headers only */
+	/* Non-NULL for a live stream (GET /v1/events): no Content-Length, and after the headers
+	 * the transport attaches this subscription to the hub and owns it from then on. */
+	struct event_sub *stream;
 };
 
 /*
@@ -43,7 +49,11 @@ struct k2i_response {
  * file if one is configured. Returns 0, -ENOMEM, or the -errno of reading /proc or the token file
  * (logged).
  */
-int routes_new(const struct k2i_config *cfg, struct k2i_metrics *metrics, struct routes **ret);
+int routes_new(const struct k2i_config *cfg, struct k2i_metrics *metrics, struct event_hub *hub,
+	       struct routes **ret);
+
+/* The hub live streams attach to (borrowed from the caller of routes_new()). */
+struct event_hub *routes_event_hub(const struct routes *r);
 
 /* Frees @r; accepts NULL and returns NULL. */
 struct routes *routes_free(struct routes *r);
@@ -55,5 +65,5 @@ struct routes *routes_free(struct routes *r);
  */
 void routes_handle(struct routes *r, const struct k2i_request *req, struct k2i_response *resp);
 
-/* Frees the body of @resp. */
+/* Frees the body of @resp, and its stream if the transport did not take it. */
 void k2i_response_done(struct k2i_response *resp);

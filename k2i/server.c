@@ -22,6 +22,7 @@
 
 #include "k2i/config.h"
 #include "k2i/conn.h"
+#include "k2i/events.h"
 #include "k2i/routes.h"
 #include "libcommon/cleanup.h"
 #include "libcommon/http.h"
@@ -59,6 +60,7 @@ void conn_free(struct conn *c)
 		c->srv->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	event_sub_free(c->sub);
 	h2_session_free(c);
 	/* BEV_OPT_CLOSE_ON_FREE: this also frees the SSL and closes the socket. */
 	if (c->bev)
@@ -77,33 +79,97 @@ void conn_request_init(const struct conn *c, struct k2i_request *req)
 	};
 }
 
+static size_t h1_stream_queued(void *ctx)
+{
+	struct conn *c = ctx;
+
+	return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+static int h1_stream_write(void *ctx, const char *data, size_t len)
+{
+	struct conn *c = ctx;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+
+	if (c->chunked && evbuffer_add_printf(out, "%zx\r\n", len) < 0)
+		return -ENOMEM;
+	if (evbuffer_add(out, data, len) < 0)
+		return -ENOMEM;
+	if (c->chunked && evbuffer_add(out, "\r\n", 2) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+static void h1_stream_finish(void *ctx, const char *data, size_t len)
+{
+	struct conn *c = ctx;
+	struct timeval grace = { .tv_sec = 10 };
+
+	(void)h1_stream_write(c, data, len);
+	if (c->chunked)
+		(void)evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+	/* Close once this is written; a client that reads nothing more is dropped after the
+	 * grace period instead of holding the connection. */
+	c->closing = true;
+	bufferevent_set_timeouts(c->bev, NULL, &grace);
+}
+
+static const struct event_sub_ops h1_stream_ops = {
+	.queued = h1_stream_queued,
+	.write = h1_stream_write,
+	.finish = h1_stream_finish,
+};
+
+/* Turns the connection into an event stream after its response headers were queued. */
+static void h1_start_stream(struct conn *c, struct k2i_response *resp, bool http10)
+{
+	struct timeval idle = { .tv_sec = c->cfg->idle_timeout_s };
+
+	c->sub = TAKE_PTR(resp->stream);
+	c->chunked = !http10;
+	/* The client sends nothing while it listens: only a stalled write times out. */
+	bufferevent_set_timeouts(c->bev, NULL, &idle);
+	event_hub_attach(routes_event_hub(c->routes), c->sub, &h1_stream_ops, c);
+}
+
 /* Queues one HTTP/1.1 response. Returns 0 or -ENOMEM. */
-static int h1_send_response(struct conn *c, struct k2i_response *resp, bool keep_alive)
+static int h1_send_response(struct conn *c, struct k2i_response *resp, bool keep_alive, bool http10)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	size_t len = resp->body ? evbuffer_get_length(resp->body) : 0;
+	char length[64];
 
-	if (evbuffer_add_printf(out,
-				"HTTP/1.1 %d %s\r\n"
-				"Server: k2i\r\n"
-				"Content-Type: %s\r\n"
-				"Content-Length: %zu\r\n"
-				"Cache-Control: no-store\r\n"
-				"Connection: %s\r\n"
-				"%s%s%s"
-				"%s%s%s"
-				"\r\n",
-				resp->status, http_status_reason(resp->status),
-				resp->content_type ? resp->content_type : "application/json", len,
-				keep_alive ? "keep-alive" : "close", resp->allow ? "Allow: " : "",
-				resp->allow ? resp->allow : "", resp->allow ? "\r\n" : "",
-				resp->www_authenticate ? "WWW-Authenticate: " : "",
-				resp->www_authenticate ? resp->www_authenticate : "",
-				resp->www_authenticate ? "\r\n" : "") < 0)
+	if (resp->stream)
+		/* A stream has no length: chunked for HTTP/1.1, ended by closing for 1.0. */
+		snprintf(length, sizeof(length), "%s",
+			 http10 ? "" : "Transfer-Encoding: chunked\r\n");
+	else
+		snprintf(length, sizeof(length), "Content-Length: %zu\r\n", len);
+
+	if (evbuffer_add_printf(
+		    out,
+		    "HTTP/1.1 %d %s\r\n"
+		    "Server: k2i\r\n"
+		    "Content-Type: %s\r\n"
+		    "%s"
+		    "Cache-Control: no-store\r\n"
+		    "Connection: %s\r\n"
+		    "%s%s%s"
+		    "%s%s%s"
+		    "\r\n",
+		    resp->status, http_status_reason(resp->status),
+		    resp->content_type ? resp->content_type : "application/json", length,
+		    keep_alive && !(resp->stream && http10) ? "keep-alive" : "close",
+		    resp->allow ? "Allow: " : "", resp->allow ? resp->allow : "",
+		    resp->allow ? "\r\n" : "", resp->www_authenticate ? "WWW-Authenticate: " : "",
+		    resp->www_authenticate ? resp->www_authenticate : "",
+		    resp->www_authenticate ? "\r\n" : "") < 0)
 		return -ENOMEM;
 	/* evbuffer_add_buffer() moves the body's chains without copying the bytes. */
 	if (!resp->head && len > 0 && evbuffer_add_buffer(out, resp->body) < 0)
 		return -ENOMEM;
+	if (resp->stream)
+		h1_start_stream(c, resp, http10);
 	return 0;
 }
 
@@ -118,7 +184,7 @@ static int h1_refuse(struct conn *c, int status, const char *message)
 	req.refuse_status = status;
 	req.refuse_message = message;
 	routes_handle(c->routes, &req, &resp);
-	r = h1_send_response(c, &resp, false);
+	r = h1_send_response(c, &resp, false, false);
 	k2i_response_done(&resp);
 	c->closing = true;
 	return r;
@@ -146,7 +212,7 @@ static int h1_process(struct conn *c)
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 
-	while (!c->closing && evbuffer_get_length(out) < H1_OUTPUT_HIGH_WATER) {
+	while (!c->closing && !c->sub && evbuffer_get_length(out) < H1_OUTPUT_HIGH_WATER) {
 		_cleanup_free_ char *head = NULL;
 		struct http_request_head h;
 		struct k2i_request req;
@@ -184,8 +250,9 @@ static int h1_process(struct conn *c)
 		req.method = h.method;
 		req.target = h.target;
 		req.authorization = http_header_get(&h, "authorization");
+		req.accept = http_header_get(&h, "accept");
 		routes_handle(c->routes, &req, &resp);
-		r = h1_send_response(c, &resp, h.keep_alive);
+		r = h1_send_response(c, &resp, h.keep_alive, h.version_minor == 0);
 		k2i_response_done(&resp);
 		if (r < 0)
 			return r;
@@ -199,8 +266,9 @@ static void h1_read_cb(struct bufferevent *bev, void *userdata)
 {
 	struct conn *c = userdata;
 
-	if (c->closing) {
-		/* Ignore anything sent after a request we answered with Connection: close. */
+	if (c->closing || c->sub) {
+		/* Ignore anything sent after a request we answered with Connection: close, or
+		 * on a connection that became an event stream. */
 		evbuffer_drain(bufferevent_get_input(bev),
 			       evbuffer_get_length(bufferevent_get_input(bev)));
 		return;
