@@ -83,6 +83,7 @@ FUZZ_TARGETS :=
 ALL_OBJS :=
 
 include libcommon/build.mk
+include bpf/build.mk
 include k2i/build.mk
 include tests/build.mk
 

@@ -60,7 +60,8 @@ struct proctrace_record {
 	 * plus 0x80 with a core dump, for a death by signal. 0 for FORK and EXEC.
 	 */
 	__u32 exit_status;
-	char comm[PROCTRACE_COMM_LEN]; /* the process's command name (its leader's comm), NUL-ended */
+	/* the process's command name (its leader's comm), NUL-ended */
+	char comm[PROCTRACE_COMM_LEN];
 	/* EXEC only: the path given to execve() (may be relative), NUL-ended; "" otherwise */
 	char filename[PROCTRACE_FILENAME_LEN];
 };

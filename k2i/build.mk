@@ -15,6 +15,7 @@ K2I_SRCS := \
 	k2i/routes.c \
 	k2i/server.c \
 	k2i/h2.c \
+	k2i/lifecycle.c \
 	k2i/main.c
 
 K2I_CORE_OBJS := $(K2I_CORE_SRCS:%.c=$(B)/obj/%.o)
@@ -24,7 +25,18 @@ BINS += $(B)/bin/k2i
 
 $(K2I_CORE_OBJS) $(K2I_OBJS): PKG_CFLAGS := $(call pkg_cflags,$(K2I_PKGS))
 
-$(B)/bin/k2i: $(K2I_OBJS) $(K2I_CORE_OBJS) $(LIBCOMMON)
+# The process-lifecycle event source (BPF ring buffer, process connector, /proc polling); also
+# linked into $(B)/tests/proctrace_dump by tests/build.mk.
+K2I_TRACE_PKGS := libbpf libevent
+K2I_TRACE_SRCS := k2i/proctrace.c
+K2I_TRACE_OBJS := $(K2I_TRACE_SRCS:%.c=$(B)/obj/%.o)
+ALL_OBJS += $(K2I_TRACE_OBJS)
+
+$(K2I_TRACE_OBJS): PKG_CFLAGS := $(call pkg_cflags,$(K2I_TRACE_PKGS))
+# The generated skeleton must exist before the first compile (later, -MMD records it).
+$(B)/obj/k2i/proctrace.o: $(B)/gen/bpf/proctrace.skel.h
+
+$(B)/bin/k2i: $(K2I_OBJS) $(K2I_CORE_OBJS) $(K2I_TRACE_OBJS) $(LIBCOMMON)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(BASE_LDFLAGS) -o $@ $^ $(call pkg_libs,$(K2I_PKGS))
+	$(Q)$(CC) $(BASE_LDFLAGS) -o $@ $^ $(call pkg_libs,$(K2I_PKGS) $(K2I_TRACE_PKGS))

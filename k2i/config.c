@@ -39,6 +39,10 @@ static const struct conf_item items[] = {
 	     "request header size limit"),
 	ITEM("max_streams", CONF_U32, max_streams, 1, 1000, "HTTP/2 streams per connection"),
 	ITEM("idle_timeout_s", CONF_U32, idle_timeout_s, 1, 86400, "idle connection timeout"),
+	ITEM("no_bpf", CONF_BOOL, no_bpf, 0, 0,
+	     "never load the BPF program (process connector or polling)"),
+	ITEM("reconcile_interval_s", CONF_U32, reconcile_interval_s, 1, 3600,
+	     "seconds between /proc scans that reconcile the live process table"),
 	ITEM("log_level", CONF_LOG_LEVEL, log_level, 0, 0, "err, warning, notice, info or debug"),
 };
 
@@ -59,6 +63,7 @@ int k2i_config_init(struct k2i_config *c)
 		.max_header_bytes = 8192,
 		.max_streams = 100,
 		.idle_timeout_s = 60,
+		.reconcile_interval_s = 30,
 		.log_level = LOG_INFO,
 	};
 	r = strv_extend(&c->listen, ":9400");

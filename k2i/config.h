@@ -30,6 +30,8 @@ struct k2i_config {
 	uint32_t max_header_bytes; /* request head (h1) or header list (h2) size limit */
 	uint32_t max_streams; /* concurrent HTTP/2 streams per connection */
 	uint32_t idle_timeout_s; /* an idle connection is closed after this */
+	bool no_bpf; /* use the process connector or polling, not BPF */
+	uint32_t reconcile_interval_s; /* /proc scan that reconciles the live table */
 	int log_level;
 };
 

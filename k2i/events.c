@@ -22,7 +22,7 @@ struct event_sub {
 	void *ctx;
 	enum event_format format;
 	unsigned type_mask; /* 1 << enum event_type */
-	char **comms;	    /* NULL: any */
+	char **comms; /* NULL: any */
 	uid_t *uids;
 	size_t n_uids;
 	uint64_t *cgroups;
@@ -254,14 +254,15 @@ static int parse_param(struct event_sub *s, const char *key, const char *value, 
 			return sub_error(ret_error, key, value, "expected ndjson or sse");
 		return 0;
 	}
-	if (asprintf(ret_error, "unknown parameter '%s' (expected type, comm, uid, cgroup or format)",
+	if (asprintf(ret_error,
+		     "unknown parameter '%s' (expected type, comm, uid, cgroup or format)",
 		     key) < 0)
 		*ret_error = NULL;
 	return -EINVAL;
 }
 
-int event_sub_new(const char *const *keys, const char *const *values, size_t n,
-		  const char *accept, struct event_sub **ret, char **ret_error)
+int event_sub_new(const char *const *keys, const char *const *values, size_t n, const char *accept,
+		  struct event_sub **ret, char **ret_error)
 {
 	struct event_sub *s = calloc(1, sizeof(*s));
 	bool format_set = false;
@@ -345,10 +346,11 @@ static void sub_cut_off(struct event_hub *h, struct event_sub *s, size_t queued)
 	int n;
 
 	if (s->format == EVENT_FORMAT_SSE)
-		n = snprintf(line, sizeof(line),
-			     "event: error\ndata: {\"error\":{\"code\":503,\"message\":\"client too "
-			     "slow: %zu bytes queued, stream closed\"}}\n\n",
-			     queued);
+		n = snprintf(
+			line, sizeof(line),
+			"event: error\ndata: {\"error\":{\"code\":503,\"message\":\"client too "
+			"slow: %zu bytes queued, stream closed\"}}\n\n",
+			queued);
 	else
 		n = snprintf(line, sizeof(line),
 			     "{\"error\":{\"code\":503,\"message\":\"client too slow: %zu bytes "
@@ -426,17 +428,17 @@ static json_t *time_json(uint64_t ns)
 static json_t *exit_json(const struct exit_slot *x)
 {
 	const struct event_exit *e = &x->e;
-	json_t *o = json_pack("{s:i,s:i,s:i,s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "pid", (int)e->pid,
-			      "ppid", (int)e->ppid, "uid", (int)e->uid, "comm", x->comm, "cmdline",
-			      x->cmdline ? json_string(x->cmdline) : json_null(), "key",
-			      x->key ? json_string(x->key) : json_null(), "exit_code",
-			      e->signal ? json_null() : json_integer(e->exit_code), "signal",
-			      e->signal ? json_integer(e->signal) : json_null(), "start_time",
-			      time_json(e->start_ns), "end_time", time_json(e->end_ns),
-			      "duration_ms",
-			      e->start_ns && e->end_ns >= e->start_ns ?
-				      json_real((double)(e->end_ns - e->start_ns) / 1e6) :
-				      json_null());
+	json_t *o =
+		json_pack("{s:i,s:i,s:i,s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "pid", (int)e->pid,
+			  "ppid", (int)e->ppid, "uid", (int)e->uid, "comm", x->comm, "cmdline",
+			  x->cmdline ? json_string(x->cmdline) : json_null(), "key",
+			  x->key ? json_string(x->key) : json_null(), "exit_code",
+			  e->signal ? json_null() : json_integer(e->exit_code), "signal",
+			  e->signal ? json_integer(e->signal) : json_null(), "start_time",
+			  time_json(e->start_ns), "end_time", time_json(e->end_ns), "duration_ms",
+			  e->start_ns && e->end_ns >= e->start_ns ?
+				  json_real((double)(e->end_ns - e->start_ns) / 1e6) :
+				  json_null());
 	return o;
 }
 

@@ -48,11 +48,11 @@ struct event_exit {
 	uid_t uid;
 	const char *comm;
 	const char *cmdline; /* arguments joined by spaces, as last seen; NULL if never seen */
-	const char *key;     /* boot_id:start_ticks:pid */
-	int exit_code;	     /* valid when !signaled */
-	int signal;	     /* terminating signal, 0 if it exited */
-	uint64_t start_ns;   /* CLOCK_REALTIME of the start, 0 if unknown */
-	uint64_t end_ns;     /* CLOCK_REALTIME of the exit */
+	const char *key; /* boot_id:start_ticks:pid */
+	int exit_code; /* valid when !signaled */
+	int signal; /* terminating signal, 0 if it exited */
+	uint64_t start_ns; /* CLOCK_REALTIME of the start, 0 if unknown */
+	uint64_t end_ns; /* CLOCK_REALTIME of the exit */
 };
 
 /* How a stream's bytes reach its client. @ctx is the transport's own, passed back verbatim. */
@@ -88,8 +88,8 @@ struct event_hub *event_hub_free(struct event_hub *h);
  * unattached subscription in *ret (free with event_sub_free()), -EINVAL with a malloc'ed
  * message in *ret_error, or -ENOMEM.
  */
-int event_sub_new(const char *const *keys, const char *const *values, size_t n,
-		  const char *accept, struct event_sub **ret, char **ret_error);
+int event_sub_new(const char *const *keys, const char *const *values, size_t n, const char *accept,
+		  struct event_sub **ret, char **ret_error);
 
 /* The format the subscription writes. */
 enum event_format event_sub_format(const struct event_sub *s);
@@ -120,12 +120,12 @@ int event_hub_exits_json(const struct event_hub *h, pid_t pid, const char *comm,
 			 struct json_t **ret);
 
 struct event_hub_stats {
-	uint64_t published;	  /* events offered to the hub */
-	uint64_t delivered;	  /* event copies queued to streams */
+	uint64_t published; /* events offered to the hub */
+	uint64_t delivered; /* event copies queued to streams */
 	uint64_t streams_cut_off; /* streams ended because their client was too slow */
-	uint64_t events_dropped;  /* events not delivered to a stream being cut off */
-	size_t streams;		  /* attached now */
-	size_t exits;		  /* in the ring now */
+	uint64_t events_dropped; /* events not delivered to a stream being cut off */
+	size_t streams; /* attached now */
+	size_t exits; /* in the ring now */
 };
 
 void event_hub_stats(const struct event_hub *h, struct event_hub_stats *ret);

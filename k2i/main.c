@@ -17,6 +17,7 @@
 
 #include "k2i/config.h"
 #include "k2i/events.h"
+#include "k2i/lifecycle.h"
 #include "k2i/metrics.h"
 #include "k2i/routes.h"
 #include "k2i/server.h"
@@ -33,6 +34,7 @@ DEFINE_CLEANUP_FUNC(struct event, event_free)
 DEFINE_CLEANUP_FUNC(struct routes, routes_free)
 DEFINE_CLEANUP_FUNC(struct k2i_server, server_free)
 DEFINE_CLEANUP_FUNC(struct event_hub, event_hub_free)
+DEFINE_CLEANUP_FUNC(struct lifecycle, lifecycle_free)
 
 static const char *arg_config = NULL;
 static bool arg_check_config = false;
@@ -48,6 +50,7 @@ enum {
 	ARG_TLS_KEY,
 	ARG_TLS_CA,
 	ARG_TOKEN_FILE,
+	ARG_NO_BPF,
 	ARG_VERSION,
 };
 
@@ -62,6 +65,7 @@ static const struct option options[] = {
 	{ "tls-key", required_argument, NULL, ARG_TLS_KEY },
 	{ "tls-ca", required_argument, NULL, ARG_TLS_CA },
 	{ "token-file", required_argument, NULL, ARG_TOKEN_FILE },
+	{ "no-bpf", no_argument, NULL, ARG_NO_BPF },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, ARG_VERSION },
 	{},
@@ -87,6 +91,8 @@ static const char *option_key(int opt)
 		return "tls_ca";
 	case ARG_TOKEN_FILE:
 		return "token_file";
+	case ARG_NO_BPF:
+		return "no_bpf";
 	default:
 		return NULL;
 	}
@@ -107,6 +113,7 @@ static void help(void)
 	       "      --tls-key FILE     server private key\n"
 	       "      --tls-ca FILE      CA that signs client certificates\n"
 	       "      --token-file FILE  also accept these bearer tokens\n"
+	       "      --no-bpf           process events from the process connector (or polling)\n"
 	       "  -h, --help             show this help\n"
 	       "      --version          show the version\n\n"
 	       "With no TLS material configured, a private CA, a node certificate and a client\n"
@@ -152,7 +159,8 @@ static int parse_argv(int argc, char **argv, struct k2i_config *cfg, bool apply)
 			return -EINVAL;
 		} else if (key && apply) {
 			/* The first --listen replaces the configured list; later ones add to it. */
-			r = conf_set(k2i_config_items, k2i_config_n_items, cfg, key, optarg,
+			r = conf_set(k2i_config_items, k2i_config_n_items, cfg, key,
+				     opt == ARG_NO_BPF ? "yes" : optarg,
 				     opt == ARG_LISTEN ? !listen_seen : true);
 			if (opt == ARG_LISTEN)
 				listen_seen = true;
@@ -225,6 +233,7 @@ static int run(int argc, char **argv)
 	_cleanup_(SSL_CTX_freep) SSL_CTX *ssl_ctx = NULL;
 	_cleanup_(event_hub_freep) struct event_hub *hub = NULL;
 	_cleanup_(routes_freep) struct routes *routes = NULL;
+	_cleanup_(lifecycle_freep) struct lifecycle *lifecycle = NULL;
 	_cleanup_(server_freep) struct k2i_server *server = NULL;
 	_cleanup_free_ char *err = NULL;
 	struct k2i_config cfg;
@@ -296,6 +305,20 @@ static int run(int argc, char **argv)
 	if (!base) {
 		r = log_oom();
 		goto out;
+	}
+	{
+		struct lifecycle_options lo = {
+			.no_bpf = cfg.no_bpf,
+			.reconcile_interval_s = cfg.reconcile_interval_s,
+			.cmdline_max = cfg.cmdline_max,
+		};
+
+		r = lifecycle_new(base, &lo, hub, routes, &lifecycle);
+		if (r < 0) {
+			log_err_errno(r, "Cannot start process lifecycle events: %m");
+			goto out;
+		}
+		routes_set_lifecycle(routes, lifecycle);
 	}
 	r = server_new(base, &cfg, ssl_ctx, routes, &metrics, &server);
 	if (r < 0)

@@ -945,6 +945,11 @@ const char *proc_scanner_boot_id(const struct proc_scanner *s)
 	return s->boot_id;
 }
 
+uint64_t proc_scanner_boot_time(const struct proc_scanner *s)
+{
+	return s->btime;
+}
+
 int proc_scanner_set_cmdline_max(struct proc_scanner *s, size_t max)
 {
 	if (max < 1 || max > CMDLINE_MAX_LIMIT)
@@ -2288,7 +2293,7 @@ static void text_put_u64(struct proc_text *t, uint64_t v)
 		t->data[t->len++] = tmp[--n];
 }
 
-static int text_u64(struct proc_text *t, uint64_t v)
+int proc_text_u64(struct proc_text *t, uint64_t v)
 {
 	int r = text_reserve(t, 20);
 
@@ -2298,7 +2303,7 @@ static int text_u64(struct proc_text *t, uint64_t v)
 	return 0;
 }
 
-static int text_i64(struct proc_text *t, int64_t v)
+int proc_text_i64(struct proc_text *t, int64_t v)
 {
 	int r = text_reserve(t, 21);
 
@@ -2330,7 +2335,7 @@ static int text_percent(struct proc_text *t, double v)
 }
 
 /* A JSON string of the bytes (@s, @n), with U+FFFD for bytes that are not UTF-8 (json_bytes). */
-static int text_string(struct proc_text *t, const char *s, size_t n)
+int proc_text_string(struct proc_text *t, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *p = (const unsigned char *)s;
@@ -2404,7 +2409,7 @@ static int text_string(struct proc_text *t, const char *s, size_t n)
 
 static int text_str(struct proc_text *t, const char *s)
 {
-	return s ? text_string(t, s, strlen(s)) : proc_text_append(t, "null", 4);
+	return s ? proc_text_string(t, s, strlen(s)) : proc_text_append(t, "null", 4);
 }
 
 static int text_cmdline(struct proc_text *t, const struct proc_entry *e)
@@ -2419,7 +2424,7 @@ static int text_cmdline(struct proc_text *t, const struct proc_entry *e)
 		if (p != e->cmdline)
 			r = proc_text_append(t, ",", 1);
 		if (r >= 0)
-			r = text_string(t, p, n);
+			r = proc_text_string(t, p, n);
 		p += n + 1;
 	}
 	return r < 0 ? r : proc_text_append(t, "]", 1);
@@ -2439,7 +2444,7 @@ static int text_ns(struct proc_text *t, const struct proc_entry *e)
 		if (r >= 0)
 			r = proc_text_append(t, "\":", 2);
 		if (r >= 0)
-			r = text_u64(t, e->ns[k]);
+			r = proc_text_u64(t, e->ns[k]);
 		any = true;
 	}
 	if (r < 0)
@@ -2487,25 +2492,25 @@ int proc_entry_to_text(const struct proc_snapshot *snap, size_t i, uint64_t fiel
 			r = text_str(out, buf);
 			break;
 		case PROC_FIELD_PID:
-			r = text_i64(out, e->pid);
+			r = proc_text_i64(out, e->pid);
 			break;
 		case PROC_FIELD_TID:
-			r = text_i64(out, e->tid);
+			r = proc_text_i64(out, e->tid);
 			break;
 		case PROC_FIELD_PPID:
-			r = text_i64(out, e->ppid);
+			r = proc_text_i64(out, e->ppid);
 			break;
 		case PROC_FIELD_UID:
-			r = text_u64(out, e->uid);
+			r = proc_text_u64(out, e->uid);
 			break;
 		case PROC_FIELD_USER:
 			r = text_str(out, e->user);
 			break;
 		case PROC_FIELD_GID:
-			r = text_u64(out, e->gid);
+			r = proc_text_u64(out, e->gid);
 			break;
 		case PROC_FIELD_STATE:
-			r = text_string(out, &e->state, 1);
+			r = proc_text_string(out, &e->state, 1);
 			break;
 		case PROC_FIELD_COMM:
 			r = text_str(out, e->comm);
@@ -2522,22 +2527,22 @@ int proc_entry_to_text(const struct proc_snapshot *snap, size_t i, uint64_t fiel
 			r = text_str(out, e->exe);
 			break;
 		case PROC_FIELD_THREADS:
-			r = text_u64(out, e->threads);
+			r = proc_text_u64(out, e->threads);
 			break;
 		case PROC_FIELD_NICE:
-			r = text_i64(out, e->nice);
+			r = proc_text_i64(out, e->nice);
 			break;
 		case PROC_FIELD_CPU_PERCENT:
 			r = text_percent(out, e->cpu_percent);
 			break;
 		case PROC_FIELD_CPU_TIME_MS:
-			r = text_u64(out, e->total_ticks * 1000 / si->clk_tck);
+			r = proc_text_u64(out, e->total_ticks * 1000 / si->clk_tck);
 			break;
 		case PROC_FIELD_RSS_KB:
-			r = text_u64(out, e->rss_kb);
+			r = proc_text_u64(out, e->rss_kb);
 			break;
 		case PROC_FIELD_VSZ_KB:
-			r = text_u64(out, e->vsz_kb);
+			r = proc_text_u64(out, e->vsz_kb);
 			break;
 		case PROC_FIELD_MEM_PERCENT:
 			r = text_percent(out, e->mem_percent);

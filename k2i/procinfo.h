@@ -163,6 +163,9 @@ DEFINE_CLEANUP_FUNC(struct proc_scanner, proc_scanner_free)
 /* Returns the boot id (borrowed, valid for the scanner's lifetime). */
 const char *proc_scanner_boot_id(const struct proc_scanner *s);
 
+/* Returns the boot time in seconds since the epoch (btime of <proc_root>/stat). */
+uint64_t proc_scanner_boot_time(const struct proc_scanner *s);
+
 /*
  * Sets the cap on the bytes of a command line that are read (default 4096; a longer command
  * line is cut there and flagged cmdline_truncated). Returns 0, or -ERANGE unless
@@ -263,6 +266,14 @@ int proc_entry_to_text(const struct proc_snapshot *snap, size_t i, uint64_t fiel
 
 /* Appends @n bytes of @data to @out. Returns 0 or -ENOMEM. */
 int proc_text_append(struct proc_text *out, const char *data, size_t n);
+
+/*
+ * Appends the JSON string of the @n bytes at @s (escaped; bytes that are not UTF-8 become
+ * U+FFFD), or a decimal number. Return 0 or -ENOMEM.
+ */
+int proc_text_string(struct proc_text *out, const char *s, size_t n);
+int proc_text_u64(struct proc_text *out, uint64_t v);
+int proc_text_i64(struct proc_text *out, int64_t v);
 
 /*
  * Builds the object of GET /v1/host: hostname, boot_id, kernel {sysname, release, version,

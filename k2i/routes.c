@@ -14,6 +14,7 @@
 #include "k2i/auth.h"
 #include "k2i/config.h"
 #include "k2i/events.h"
+#include "k2i/lifecycle.h"
 #include "k2i/procinfo.h"
 #include "k2i/procquery.h"
 #include "libcommon/cleanup.h"
@@ -35,6 +36,7 @@ struct routes {
 	struct proc_scanner *scanner;
 	struct auth_tokens *tokens;
 	struct event_hub *hub;
+	struct lifecycle *lifecycle;
 	char hostname[256];
 	/* The shared snapshot: requests within cfg->scan_max_age_ms reuse it when it has the
 	 * fields and the thread view they need. */
@@ -104,6 +106,16 @@ struct routes *routes_free(struct routes *r)
 	auth_tokens_free(r->tokens);
 	free(r);
 	return NULL;
+}
+
+void routes_set_lifecycle(struct routes *r, struct lifecycle *l)
+{
+	r->lifecycle = l;
+}
+
+void routes_invalidate_snapshot(struct routes *r)
+{
+	r->cache = proc_snapshot_unref(r->cache);
 }
 
 struct event_hub *routes_event_hub(const struct routes *r)
@@ -318,6 +330,15 @@ static void route_host(struct routes *r, struct k2i_response *resp)
 		return;
 	}
 	format_now(now, sizeof(now));
+	if (r->lifecycle) {
+		struct lifecycle_stats ls;
+
+		lifecycle_stats(r->lifecycle, &ls);
+		if (json_object_set_new(host, "event_source", json_string(ls.source)) < 0) {
+			respond_error(resp, 500, "cannot build the response");
+			return;
+		}
+	}
 	if (json_object_set_new(host, "time", json_string(now)) < 0 ||
 	    respond_json(resp, 200, host) < 0)
 		respond_error(resp, 500, "cannot build the response");
@@ -367,6 +388,36 @@ static void route_config(struct routes *r, struct k2i_response *resp)
 		respond_error(resp, 500, "cannot build the response");
 }
 
+static int render_lifecycle(const struct lifecycle *l, struct evbuffer *out)
+{
+	static const char *const sources[] = { "bpf", "netlink", "poll" };
+	struct lifecycle_stats ls;
+
+	lifecycle_stats(l, &ls);
+	if (evbuffer_add_printf(out,
+				"# HELP k2i_event_source The source of process events in use.\n"
+				"# TYPE k2i_event_source gauge\n") < 0)
+		return -ENOMEM;
+	for (size_t i = 0; i < ELEMENTSOF(sources); i++)
+		if (evbuffer_add_printf(out, "k2i_event_source{source=\"%s\"} %d\n", sources[i],
+					strcmp(ls.source, sources[i]) == 0) < 0)
+			return -ENOMEM;
+	if (evbuffer_add_printf(
+		    out,
+		    "# HELP k2i_events_received_total Process events received from the source.\n"
+		    "# TYPE k2i_events_received_total counter\nk2i_events_received_total %lu\n"
+		    "# HELP k2i_events_lost_total Events the kernel could not hand over (buffer full).\n"
+		    "# TYPE k2i_events_lost_total counter\nk2i_events_lost_total %lu\n"
+		    "# HELP k2i_live_processes Processes in the live table.\n"
+		    "# TYPE k2i_live_processes gauge\nk2i_live_processes %lu\n"
+		    "# HELP k2i_reconciled_total Live-table entries fixed by a reconcile scan.\n"
+		    "# TYPE k2i_reconciled_total counter\nk2i_reconciled_total %lu\n",
+		    (unsigned long)ls.received, (unsigned long)ls.lost, (unsigned long)ls.processes,
+		    (unsigned long)ls.reconciled) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
 static void route_metrics(struct routes *r, struct k2i_response *resp)
 {
 	struct event_hub_stats st;
@@ -390,7 +441,8 @@ static void route_metrics(struct routes *r, struct k2i_response *resp)
 		    "# HELP k2i_exits_recorded Exits held for GET /v1/exits.\n"
 		    "# TYPE k2i_exits_recorded gauge\nk2i_exits_recorded %zu\n",
 		    (unsigned long)st.published, st.streams, (unsigned long)st.streams_cut_off,
-		    (unsigned long)st.events_dropped, st.exits) < 0) {
+		    (unsigned long)st.events_dropped, st.exits) < 0 ||
+	    (r->lifecycle && render_lifecycle(r->lifecycle, resp->body) < 0)) {
 		respond_error(resp, 500, "cannot render metrics");
 		return;
 	}

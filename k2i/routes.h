@@ -55,6 +55,14 @@ int routes_new(const struct k2i_config *cfg, struct k2i_metrics *metrics, struct
 /* The hub live streams attach to (borrowed from the caller of routes_new()). */
 struct event_hub *routes_event_hub(const struct routes *r);
 
+struct lifecycle;
+
+/* Sets where /v1/host and /metrics read the event source from (borrowed; may be NULL). */
+void routes_set_lifecycle(struct routes *r, struct lifecycle *l);
+
+/* Makes the next request rescan /proc: a process started or ended since the last scan. */
+void routes_invalidate_snapshot(struct routes *r);
+
 /* Frees @r; accepts NULL and returns NULL. */
 struct routes *routes_free(struct routes *r);
 

@@ -49,3 +49,29 @@ $(eval $(call unit_test,procquery,$(K2I_CORE_OBJS),jansson))
 $(eval $(call fuzz_target,procstat,$(B)/obj/k2i/procinfo.o,jansson))
 $(eval $(call fuzz_target,procquery,$(K2I_CORE_OBJS),jansson))
 $(eval $(call unit_test,events,$(B)/obj/k2i/events.o,jansson))
+
+# Programs of the integration tests (tests/integration/*.sh run them from $(B)/tests/).
+# proctrace_dump prints the events of one source of k2i/proctrace.c; burst forks children that
+# exec exit_with, which is linked statically and without sanitizers so that each lives a fraction
+# of a millisecond.
+PROCTRACE_DUMP_PKGS := libbpf libevent jansson
+TEST_PROGS := $(B)/tests/proctrace_dump $(B)/tests/burst $(B)/tests/exit_with
+ALL_OBJS += $(B)/obj/tests/integration/proctrace_dump.o $(B)/obj/tests/integration/burst.o
+all: $(TEST_PROGS)
+
+$(B)/obj/tests/integration/proctrace_dump.o: PKG_CFLAGS := $(call pkg_cflags,$(PROCTRACE_DUMP_PKGS))
+$(B)/tests/proctrace_dump: $(B)/obj/tests/integration/proctrace_dump.o $(K2I_TRACE_OBJS) \
+		$(B)/obj/k2i/procinfo.o $(LIBCOMMON)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(BASE_LDFLAGS) -o $@ $^ $(call pkg_libs,$(PROCTRACE_DUMP_PKGS))
+
+$(B)/tests/burst: $(B)/obj/tests/integration/burst.o $(LIBCOMMON)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(BASE_LDFLAGS) -o $@ $^
+
+$(B)/tests/exit_with: tests/integration/exit_with.c
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) -std=gnu11 $(WARNINGS) -O2 -static -o $@ $<

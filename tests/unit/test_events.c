@@ -110,7 +110,8 @@ static void test_filters_and_formats(void **state)
 	assert_string_equal(execs.buf, "{\"type\":\"exec\",\"comm\":\"true\"}\n"
 				       "{\"type\":\"exit\",\"comm\":\"true\"}\n");
 	sse.buf[sse.len] = '\0';
-	assert_non_null(strstr(sse.buf, "event: fork\ndata: {\"type\":\"fork\",\"comm\":\"sh\"}\n\n"));
+	assert_non_null(
+		strstr(sse.buf, "event: fork\ndata: {\"type\":\"fork\",\"comm\":\"sh\"}\n\n"));
 	assert_int_equal(uid.len, execs.len);
 	assert_int_equal(cg.len, execs.len);
 
