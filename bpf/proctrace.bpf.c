@@ -109,6 +109,8 @@ static __always_inline void record_fill(struct proctrace_record *r, __u32 type,
 	r->exit_status = 0;
 	BPF_CORE_READ_STR_INTO(&r->comm, leader, comm);
 	r->filename[0] = '\0';
+	r->args_len = 0;
+	r->pad = 0;
 }
 
 SEC("tp_btf/sched_process_fork")
@@ -133,6 +135,7 @@ int BPF_PROG(proctrace_exec, struct task_struct *p, pid_t old_pid, struct linux_
 {
 	const char *filename = BPF_CORE_READ(bprm, filename);
 	struct proctrace_record *r;
+	unsigned long args_start, args_end, len;
 	long n;
 	char c;
 
@@ -148,6 +151,20 @@ int BPF_PROG(proctrace_exec, struct task_struct *p, pid_t old_pid, struct linux_
 	else if (n == sizeof(r->filename) &&
 		 bpf_probe_read_kernel(&c, 1, filename + sizeof(r->filename) - 1) == 0 && c)
 		r->flags |= PROCTRACE_F_FILENAME_TRUNC;
+
+	/* The tracepoint runs in the new program's context (current == p), whose argument
+	 * strings the kernel has just copied to its stack, so they are resident. */
+	args_start = BPF_CORE_READ(p, mm, arg_start);
+	args_end = BPF_CORE_READ(p, mm, arg_end);
+	len = args_end > args_start ? args_end - args_start : 0;
+	if (len > PROCTRACE_ARGS_LEN) {
+		len = PROCTRACE_ARGS_LEN;
+		r->flags |= PROCTRACE_F_ARGS_TRUNC;
+	}
+	/* The mask bounds the length for the verifier; PROCTRACE_ARGS_LEN is a power of two. */
+	if (len > 0 && bpf_probe_read_user(r->args, ((len - 1) & (PROCTRACE_ARGS_LEN - 1)) + 1,
+					   (const void *)args_start) == 0)
+		r->args_len = (__u32)len;
 	bpf_ringbuf_submit(r, 0);
 	return 0;
 }

@@ -21,6 +21,8 @@
 #define PROCTRACE_COMM_LEN 16
 /* The exec'd path is cut to this many bytes including the NUL (PROCTRACE_F_FILENAME_TRUNC). */
 #define PROCTRACE_FILENAME_LEN 256
+/* EXEC: the first bytes of the new program's arguments (NUL-separated, PROCTRACE_F_ARGS_TRUNC). */
+#define PROCTRACE_ARGS_LEN 256
 
 /* Ring buffer size when user space does not set one: 4 MiB, about 12,000 records. */
 #define PROCTRACE_RINGBUF_DEFAULT (4u * 1024 * 1024)
@@ -37,6 +39,7 @@ enum proctrace_type {
 /* Bits of proctrace_record.flags. */
 enum proctrace_flag {
 	PROCTRACE_F_FILENAME_TRUNC = 1u << 0, /* filename was longer than the buffer and was cut */
+	PROCTRACE_F_ARGS_TRUNC = 1u << 1, /* the arguments were longer than args and were cut */
 };
 
 struct proctrace_record {
@@ -64,4 +67,12 @@ struct proctrace_record {
 	char comm[PROCTRACE_COMM_LEN];
 	/* EXEC only: the path given to execve() (may be relative), NUL-ended; "" otherwise */
 	char filename[PROCTRACE_FILENAME_LEN];
+	/*
+	 * EXEC only: the new program's argv as it lies in its memory (mm->arg_start..arg_end),
+	 * NUL-separated, args_len bytes; read at exec time so a process that lives a millisecond
+	 * still has its command line.
+	 */
+	__u32 args_len;
+	__u32 pad;
+	char args[PROCTRACE_ARGS_LEN];
 };

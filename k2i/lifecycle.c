@@ -28,7 +28,8 @@ struct live_proc {
 	pid_t ppid;
 	uid_t uid;
 	uint64_t start_ticks; /* 0 if unknown */
-	uint64_t generation;  /* the reconcile scan that last saw it */
+	uint64_t start_ns; /* CLOCK_REALTIME of its fork event, 0 if not seen */
+	uint64_t generation; /* the reconcile scan that last saw it */
 	char comm[PROC_EVENT_COMM_MAX];
 	char *cmdline; /* arguments joined by spaces, as last seen; NULL if never read */
 	struct live_proc *next;
@@ -41,7 +42,6 @@ struct lifecycle {
 	struct proctrace *trace;
 	struct proc_scanner *scanner;
 	struct event *reconcile_timer;
-	uint64_t btime; /* boot time, seconds since the epoch */
 	uint64_t generation;
 	struct live_proc *buckets[LIVE_BUCKETS];
 	uint64_t n_live;
@@ -236,6 +236,23 @@ static int event_json(struct lifecycle *l, const struct proc_event *ev, uint64_t
 	return r;
 }
 
+/*
+ * The wall-clock time of a start given in clock ticks since boot. btime in /proc/stat is rounded
+ * to the second; the offset between CLOCK_REALTIME and CLOCK_BOOTTIME now is exact, so the result
+ * is as precise as the ticks (10 ms).
+ */
+static uint64_t ticks_to_realtime(uint64_t ticks)
+{
+	struct timespec rt, bt;
+	uint64_t now_rt, now_bt;
+
+	clock_gettime(CLOCK_REALTIME, &rt);
+	clock_gettime(CLOCK_BOOTTIME, &bt);
+	now_rt = (uint64_t)rt.tv_sec * 1000000000ull + (uint64_t)rt.tv_nsec;
+	now_bt = (uint64_t)bt.tv_sec * 1000000000ull + (uint64_t)bt.tv_nsec;
+	return now_rt - now_bt + ticks * (1000000000ull / USER_HZ);
+}
+
 static void on_event(const struct proc_event *ev, void *userdata)
 {
 	struct lifecycle *l = userdata;
@@ -255,12 +272,14 @@ static void on_event(const struct proc_event *ev, void *userdata)
 		if (!p)
 			break;
 		p->start_ticks = start_ticks;
+		p->start_ns = ev->time_ns;
 		p->ppid = ev->ppid;
 		p->uid = ev->uid;
 		snprintf(p->comm, sizeof(p->comm), "%s", comm[0] || !parent ? comm : parent->comm);
 		/* A forked child runs its parent's program with its parent's arguments. */
-		replace_cmdline(p, parent && parent->cmdline ? strdup(parent->cmdline) :
-							       read_cmdline(ev->pid, l->opts.cmdline_max));
+		replace_cmdline(p, parent && parent->cmdline ?
+					   strdup(parent->cmdline) :
+					   read_cmdline(ev->pid, l->opts.cmdline_max));
 		cmdline = p->cmdline;
 		break;
 	}
@@ -274,9 +293,19 @@ static void on_event(const struct proc_event *ev, void *userdata)
 			p->uid = ev->uid;
 		if (comm[0])
 			snprintf(p->comm, sizeof(p->comm), "%s", comm);
-		replace_cmdline(p, read_cmdline(ev->pid, l->opts.cmdline_max));
-		if (!p->cmdline && ev->has_filename)
-			p->cmdline = strdup(ev->filename);
+		/* The kernel's copy of the arguments (BPF) is there even for a process that is
+		 * already gone; else read them now, else name the program: never keep the
+		 * command line of the program it replaced. */
+		{
+			char *c = ev->has_args ? join_args(ev->args, ev->args_len) : NULL;
+
+			if (!c)
+				c = read_cmdline(ev->pid, l->opts.cmdline_max);
+			if (!c && ev->has_filename)
+				c = strdup(ev->filename);
+			free(p->cmdline);
+			p->cmdline = c;
+		}
 		cmdline = p->cmdline;
 		break;
 	case PROC_EVENT_EXIT: {
@@ -288,15 +317,22 @@ static void on_event(const struct proc_event *ev, void *userdata)
 		cmdline = p ? p->cmdline : NULL;
 		x = (struct event_exit){
 			.pid = ev->pid,
-			.ppid = ev->has_ppid ? ev->ppid : p ? p->ppid : 0,
-			.uid = ev->has_ids ? ev->uid : p ? p->uid : 0,
-			.comm = comm[0] ? comm : p ? p->comm : "",
+			.ppid = ev->has_ppid ? ev->ppid :
+				p	     ? p->ppid :
+					       0,
+			.uid = ev->has_ids ? ev->uid :
+			       p	   ? p->uid :
+					     0,
+			.comm = comm[0] ? comm :
+				p	? p->comm :
+					  "",
 			.cmdline = cmdline,
 			.exit_code = ev->exit_code,
 			.signal = ev->exit_signal,
-			.start_ns = start_ticks ? l->btime * 1000000000ull +
-							  start_ticks * (1000000000ull / USER_HZ) :
-						  0,
+			/* The fork event's time is exact; ticks are 10 ms apart. */
+			.start_ns = p && p->start_ns ? p->start_ns :
+				    start_ticks	     ? ticks_to_realtime(start_ticks) :
+						       0,
 			.end_ns = ev->time_ns,
 		};
 		{
@@ -322,8 +358,12 @@ static void on_event(const struct proc_event *ev, void *userdata)
 			.type = ev->type == PROC_EVENT_FORK ? EVENT_FORK :
 				ev->type == PROC_EVENT_EXEC ? EVENT_EXEC :
 							      EVENT_EXIT,
-			.comm = comm[0] ? comm : p ? p->comm : NULL,
-			.uid = ev->has_ids ? ev->uid : p ? p->uid : (uid_t)-1,
+			.comm = comm[0] ? comm :
+				p	? p->comm :
+					  NULL,
+			.uid = ev->has_ids ? ev->uid :
+			       p	   ? p->uid :
+					     (uid_t)-1,
 			.cgroup_id = ev->cgroup_id,
 			.json = l->text.data,
 			.json_len = l->text.len,
@@ -407,7 +447,6 @@ int lifecycle_new(struct event_base *base, const struct lifecycle_options *opts,
 	if (r < 0)
 		goto fail;
 	proc_scanner_set_cmdline_max(l->scanner, opts->cmdline_max);
-	l->btime = proc_scanner_boot_time(l->scanner);
 	r = reconcile(l);
 	if (r < 0)
 		goto fail;

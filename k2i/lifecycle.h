@@ -37,8 +37,8 @@ struct lifecycle *lifecycle_free(struct lifecycle *l);
 
 struct lifecycle_stats {
 	const char *source; /* "bpf", "netlink" or "poll" (static) */
-	uint64_t received;  /* events from the source */
-	uint64_t lost;	    /* events the kernel could not hand over */
+	uint64_t received; /* events from the source */
+	uint64_t lost; /* events the kernel could not hand over */
 	uint64_t processes; /* processes in the live table */
 	uint64_t reconciled; /* table entries fixed by a reconcile scan */
 };

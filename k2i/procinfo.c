@@ -945,11 +945,6 @@ const char *proc_scanner_boot_id(const struct proc_scanner *s)
 	return s->boot_id;
 }
 
-uint64_t proc_scanner_boot_time(const struct proc_scanner *s)
-{
-	return s->btime;
-}
-
 int proc_scanner_set_cmdline_max(struct proc_scanner *s, size_t max)
 {
 	if (max < 1 || max > CMDLINE_MAX_LIMIT)

@@ -163,9 +163,6 @@ DEFINE_CLEANUP_FUNC(struct proc_scanner, proc_scanner_free)
 /* Returns the boot id (borrowed, valid for the scanner's lifetime). */
 const char *proc_scanner_boot_id(const struct proc_scanner *s);
 
-/* Returns the boot time in seconds since the epoch (btime of <proc_root>/stat). */
-uint64_t proc_scanner_boot_time(const struct proc_scanner *s);
-
 /*
  * Sets the cap on the bytes of a command line that are read (default 4096; a longer command
  * line is cut there and flagged cmdline_truncated). Returns 0, or -ERANGE unless

@@ -382,6 +382,14 @@ static int bpf_on_record(void *ctx, void *data, size_t size)
 		ev.has_filename = true;
 		ev.filename_truncated = r->flags & PROCTRACE_F_FILENAME_TRUNC;
 	}
+	if (r->type == PROCTRACE_EXEC && r->args_len > 0) {
+		size_t n = MIN((size_t)r->args_len, sizeof(ev.args));
+
+		memcpy(ev.args, r->args, n);
+		ev.args_len = (uint16_t)n;
+		ev.has_args = true;
+		ev.args_truncated = r->flags & PROCTRACE_F_ARGS_TRUNC;
+	}
 	emit(t, &ev);
 	return 0;
 }

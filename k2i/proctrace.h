@@ -52,6 +52,8 @@ enum proc_event_type {
 #define PROC_EVENT_COMM_MAX 16
 /* Room for the exec'd path including its NUL; longer paths are cut (filename_truncated). */
 #define PROC_EVENT_FILENAME_MAX 256
+/* Bytes of an exec'd program's arguments carried by an event. */
+#define PROC_EVENT_ARGS_MAX 256
 
 /*
  * One event. A fixed-size value: the callback may copy it as is. A member the source could not
@@ -103,6 +105,14 @@ struct proc_event {
 	 */
 	char filename[PROC_EVENT_FILENAME_MAX];
 	bool filename_truncated; /* filename was longer and has been cut */
+	/*
+	 * EXEC only (has_args; BPF only): the new program's arguments, NUL-separated, args_len
+	 * bytes, read in the kernel at exec time; cut at PROC_EVENT_ARGS_MAX (args_truncated).
+	 */
+	bool has_args;
+	bool args_truncated;
+	uint16_t args_len;
+	char args[PROC_EVENT_ARGS_MAX];
 };
 
 /* Returns "fork", "exec" or "exit", or NULL if @type is out of range. */

@@ -48,8 +48,12 @@ burst_test() {
 	jq -r 'select(.type == "exec") | .pid' "$out.h2" | sort -u >"$out.execs"
 	missing=$(cut -d' ' -f1 "$out.exp.sorted" | sort | comm -23 - "$out.execs" | wc -l)
 	check_eq "$label: every exec arrived over h2" "0" "$missing"
-	check "$label: exec events name the program" jq -e -s --argjson p "$last" \
-		'[.[] | select(.type == "exec" and .pid == $p)][0] | .comm == "exit_with"' "$out.h2"
+	# The process connector reports PIDs only; comm is read from /proc when the event is
+	# handled, and a process that lived a millisecond is usually gone by then.
+	if [ "$label" = bpf ]; then
+		check "$label: exec events name the program" jq -e -s --argjson p "$last" \
+			'[.[] | select(.type == "exec" and .pid == $p)][0] | .comm == "exit_with"' "$out.h2"
+	fi
 	sed -n 's/^data: //p' "$out.sse" | jq -r 'select(.type == "exit") | "\(.pid) \(.exit_code)"' |
 		sort >"$out.sse.exits"
 	missing=$(comm -23 "$out.exp.sorted" "$out.sse.exits" | wc -l)
@@ -59,9 +63,15 @@ burst_test() {
 		sort >"$out.ring"
 	missing=$(comm -23 "$out.exp.sorted" "$out.ring" | wc -l)
 	check_eq "$label: every exit is in /v1/exits with its exit code" "0" "$missing"
-	check "$label: /v1/exits has command line, times and duration" jq -e --argjson p "$last" \
-		'[.exits[] | select(.pid == $p)][0] | (.comm == "exit_with") and (.end_time != null)
-		 and (.duration_ms >= 0)' <<<"$(kcurl "$K2I_URL/v1/exits?pid=$last")"
+	if [ "$label" = bpf ]; then
+		check "$label: /v1/exits has comm, command line, times and duration" jq -e \
+			'.exits[0] | (.comm == "exit_with") and (.cmdline | test("exit_with"))
+			 and (.end_time != null) and (.duration_ms >= 0)' \
+			<<<"$(kcurl "$K2I_URL/v1/exits?pid=$last")"
+	else
+		check "$label: /v1/exits has the end time" jq -e '.exits[0].end_time != null' \
+			<<<"$(kcurl "$K2I_URL/v1/exits?pid=$last")"
+	fi
 	check_eq "$label: no event lost" "0" "$(metric k2i_events_lost_total)"
 }
 
@@ -107,6 +117,8 @@ kill -TERM "$K2I_PID"
 
 # --- A stalled client ----------------------------------------------------------------------
 printf 'stream_backlog_kb = 64\n' >"$T_TMP/stall.conf"
+# Under ASan, freed memory waits in a quarantine; keep it small so RSS measures what k2i holds.
+export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=1
 k2i_start stall --config "$T_TMP/stall.conf" || { not_ok "k2i starts"; done_testing; exit 1; }
 # curl reading one byte a second: the socket buffers fill, then k2i's queue for the stream.
 kcurl -N --http1.1 --limit-rate 1 "$K2I_URL/v1/events" >/dev/null &
