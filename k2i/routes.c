@@ -164,6 +164,10 @@ static void respond_error(struct k2i_response *resp, int status, const char *fmt
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* Messages quote what the client sent: keep them printable ASCII (and valid JSON). */
+	for (char *c = msg; *c; c++)
+		if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
+			*c = '?';
 	j = json_pack("{s:{s:i,s:s}}", "error", "code", status, "message", msg);
 	if (resp->body)
 		evbuffer_drain(resp->body, evbuffer_get_length(resp->body));

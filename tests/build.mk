@@ -75,3 +75,4 @@ $(B)/tests/exit_with: tests/integration/exit_with.c
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) -std=gnu11 $(WARNINGS) -O2 -static -o $@ $<
+$(eval $(call fuzz_target,eventsub,$(B)/obj/k2i/events.o,jansson))
