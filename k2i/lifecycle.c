@@ -373,8 +373,8 @@ static void on_event(const struct proc_event *ev, void *userdata)
 	}
 	if (ev->type == PROC_EVENT_EXIT)
 		live_remove(l, ev->pid);
-	/* The table changed: the next /v1/proc request must not be served from an older scan. */
-	routes_invalidate_snapshot(l->routes);
+	/* The table changed: /v1/proc must show it at once. */
+	routes_note_process(l->routes, ev->pid, ev->type == PROC_EVENT_EXIT);
 }
 
 /* Brings the table in line with /proc: adds what runs, drops what does not. */

@@ -165,6 +165,9 @@ int metrics_render(const struct k2i_metrics *m, struct evbuffer *out)
 	P("# HELP k2i_scan_cache_hits_total Requests answered from a snapshot shared with another "
 	  "request.\n# TYPE k2i_scan_cache_hits_total counter\nk2i_scan_cache_hits_total %lu\n",
 	  (unsigned long)m->scan_cache_hits);
+	P("# HELP k2i_live_patches_total Shared snapshots updated from process events instead of "
+	  "a new scan.\n# TYPE k2i_live_patches_total counter\nk2i_live_patches_total %lu\n",
+	  (unsigned long)m->live_patches);
 	P("# HELP k2i_scan_errors_total Scans that failed.\n"
 	  "# TYPE k2i_scan_errors_total counter\nk2i_scan_errors_total %lu\n",
 	  (unsigned long)m->scan_errors);

@@ -57,6 +57,7 @@ struct k2i_metrics {
 	uint64_t auth_failures; /* 401 and 403 answers */
 	uint64_t scans_total;
 	uint64_t scan_cache_hits;
+	uint64_t live_patches; /* snapshots patched from process events */
 	uint64_t scan_errors;
 	uint64_t scan_buckets[K2I_SCAN_BUCKETS]; /* cumulative at render time, not here */
 	double scan_seconds_sum;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "k2i/procinfo.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -104,8 +105,12 @@ const char *proc_field_to_string(int f)
  * Snapshots.
  *
  * Strings live in a chunked arena: chunks are never moved, so a pointer handed out stays valid
- * for the snapshot's lifetime, and a scan of thousands of processes costs a handful of mallocs.
+ * for the arena's lifetime, and a scan of thousands of processes costs a handful of mallocs.
  * The entries array is grown with realloc and only referenced by index until the scan ends.
+ *
+ * An arena is reference-counted apart from its snapshot so that a patched snapshot (see
+ * proc_scanner_patch()) can point its copied entries at the strings of the scan it derives
+ * from instead of copying them: it pins that scan's strings, not its entries array.
  */
 
 struct arena_chunk {
@@ -115,12 +120,25 @@ struct arena_chunk {
 	char data[];
 };
 
+struct arena {
+	unsigned refcount; /* atomic: snapshots sharing it may be dropped by different threads */
+	struct arena_chunk *chunks;
+};
+
 struct snapshot_impl {
 	struct proc_snapshot pub; /* first, so the public pointer converts back */
 	unsigned refcount;
 	struct proc_entry *entries;
 	size_t capacity;
-	struct arena_chunk *chunks;
+	struct arena *arena; /* owned reference; strings written for this snapshot */
+	/*
+	 * Of a patched snapshot: a reference on the arena of the full scan it derives from, and
+	 * a bitmap of the entries whose strings are in @arena (bit set) rather than in @shared.
+	 * NULL for a scan, whose strings are all in @arena. Only full scans' arenas are ever
+	 * shared, so patches of patches never chain: each pins at most one other arena.
+	 */
+	struct arena *shared;
+	uint64_t *own;
 	uint64_t seq; /* unique per snapshot of a scanner, see user_name() */
 	/* What proc_entry_to_json() needs besides the entries. */
 	char boot_id[BOOT_ID_MAX + 1];
@@ -133,9 +151,30 @@ static struct snapshot_impl *snapshot_impl(const struct proc_snapshot *snap)
 	return (struct snapshot_impl *)snap;
 }
 
+static struct arena *arena_ref(struct arena *a)
+{
+	if (a)
+		__atomic_add_fetch(&a->refcount, 1, __ATOMIC_RELAXED);
+	return a;
+}
+
+static struct arena *arena_unref(struct arena *a)
+{
+	if (!a || __atomic_sub_fetch(&a->refcount, 1, __ATOMIC_ACQ_REL) != 0)
+		return NULL;
+	while (a->chunks) {
+		struct arena_chunk *c = a->chunks;
+
+		a->chunks = c->next;
+		free(c);
+	}
+	free(a);
+	return NULL;
+}
+
 static char *arena_alloc(struct snapshot_impl *si, size_t n)
 {
-	struct arena_chunk *c = si->chunks;
+	struct arena_chunk *c = si->arena->chunks;
 	char *p;
 
 	if (!c || c->size - c->used < n) {
@@ -146,8 +185,8 @@ static char *arena_alloc(struct snapshot_impl *si, size_t n)
 			return NULL;
 		c->size = size;
 		c->used = 0;
-		c->next = si->chunks;
-		si->chunks = c;
+		c->next = si->arena->chunks;
+		si->arena->chunks = c;
 	}
 	p = c->data + c->used;
 	c->used += n;
@@ -175,21 +214,22 @@ static struct snapshot_impl *snapshot_new(size_t capacity_hint)
 	si->refcount = 1;
 	si->capacity = MAX(capacity_hint, (size_t)16);
 	si->entries = calloc(si->capacity, sizeof(*si->entries));
-	if (!si->entries) {
+	si->arena = calloc(1, sizeof(*si->arena));
+	if (!si->entries || !si->arena) {
+		free(si->entries);
+		free(si->arena);
 		free(si);
 		return NULL;
 	}
+	si->arena->refcount = 1;
 	return si;
 }
 
 static void snapshot_free(struct snapshot_impl *si)
 {
-	while (si->chunks) {
-		struct arena_chunk *c = si->chunks;
-
-		si->chunks = c->next;
-		free(c);
-	}
+	arena_unref(si->arena);
+	arena_unref(si->shared);
+	free(si->own);
 	free(si->entries);
 	free(si);
 }
@@ -1134,6 +1174,37 @@ static int cpu_rehash(struct proc_scanner *s, size_t ncap, bool prune, bool kind
 	return 0;
 }
 
+/*
+ * Drops the baselines (and cache) of the process @id started at @start_ticks, if any. Linear
+ * probing has no tombstones: the slots after the hole that would no longer be found from their
+ * home slot are shifted back into it (Knuth's algorithm R).
+ */
+static void cpu_remove(struct proc_scanner *s, pid_t id, uint64_t start_ticks)
+{
+	size_t mask = s->cpu_cap - 1, hole, j;
+	struct cpu_slot *c;
+
+	if (!s->cpu_cap)
+		return;
+	c = cpu_find(s->cpu, s->cpu_cap, id, start_ticks, false);
+	if (!c->used)
+		return;
+	free(c->cache);
+	s->cpu_n[0]--;
+	hole = (size_t)(c - s->cpu);
+	for (j = (hole + 1) & mask; s->cpu[j].used; j = (j + 1) & mask) {
+		const struct cpu_slot *o = &s->cpu[j];
+		size_t home = cpu_hash(o->id, o->start_ticks, o->thread) & mask;
+
+		/* @o stays if its home lies cyclically in (hole, j]: probing still reaches it. */
+		if (hole <= j ? hole < home && home <= j : hole < home || home <= j)
+			continue;
+		s->cpu[hole] = *o;
+		hole = j;
+	}
+	s->cpu[hole] = (struct cpu_slot){};
+}
+
 static double ticks_percent(uint64_t ticks, uint64_t clk_tck, uint64_t ns)
 {
 	if (ns == 0)
@@ -1502,6 +1573,7 @@ struct scan_ctx {
 	uint64_t fields;
 	uint64_t boot_ns; /* CLOCK_BOOTTIME at the start of the scan, for lifetime averages */
 	uint64_t mem_total_kb;
+	bool no_cache; /* ignore cached values (they are still refreshed), see proc_scanner_patch() */
 };
 
 /* Fills @e from stat; strings go to the arena. */
@@ -1627,7 +1699,7 @@ static int read_task(struct proc_scanner *s, struct scan_ctx *ctx, struct task_d
 	if (r < 0)
 		return r;
 
-	if (files && slot->cache && slot->cache->fingerprint == fingerprint &&
+	if (files && !ctx->no_cache && slot->cache && slot->cache->fingerprint == fingerprint &&
 	    now_ns < slot->cache->expires_ns && (slot->cache->fields & files) == files) {
 		r = cache_restore(si, slot->cache, files, e);
 		if (r < 0)
@@ -1877,6 +1949,33 @@ int proc_scanner_scan(struct proc_scanner *s, uint64_t fields, bool threads,
 	return 0;
 }
 
+/*
+ * Opens @t, the directory of the process @pid. Returns 0, -ENOENT or -ESRCH if there is no
+ * such process, or -errno.
+ */
+static int process_dir_open(struct proc_scanner *s, pid_t pid, struct task_dir *t)
+{
+	struct proc_status st;
+	size_t len;
+	int r;
+
+	r = task_dir_open(t);
+	if (r == -ENOTDIR)
+		r = -ENOENT;
+	if (r < 0)
+		return r;
+	/*
+	 * /proc/<tid> resolves for any thread although only leaders are listed; a thread is not
+	 * a process of the table, so tell it apart by its Tgid.
+	 */
+	r = read_file(s, t->fd, "status", SMALL_FILE_MAX, &len, NULL);
+	if (r < 0)
+		return r;
+	if (proc_parse_status(s->buf, len, &st) >= 0 && st.has_tgid && st.tgid != pid)
+		return -ENOENT;
+	return 0;
+}
+
 int proc_scanner_read_pid(struct proc_scanner *s, pid_t pid, uint64_t fields,
 			  struct proc_snapshot **ret)
 {
@@ -1884,30 +1983,14 @@ int proc_scanner_read_pid(struct proc_scanner *s, pid_t pid, uint64_t fields,
 	_cleanup_(snapshot_freep) struct snapshot_impl *si = NULL;
 	char name[16];
 	struct task_dir t = { .parent_fd = s->root_fd, .name = name, .fd = -EBADF };
-	struct proc_status st;
-	size_t len;
 	int r;
 
 	if (pid <= 0)
 		return -EINVAL;
 	snprintf(name, sizeof(name), "%d", (int)pid);
-	r = task_dir_open(&t);
-	if (r == -ENOTDIR)
-		r = -ENOENT;
+	r = process_dir_open(s, pid, &t);
 	if (r < 0)
 		goto out;
-	/*
-	 * /proc/<tid> resolves for any thread although only leaders are listed; a thread is not
-	 * a process of the table, so tell it apart by its Tgid.
-	 */
-	r = read_file(s, t.fd, "status", SMALL_FILE_MAX, &len, NULL);
-	if (r < 0)
-		goto out;
-	if (proc_parse_status(s->buf, len, &st) >= 0 && st.has_tgid && st.tgid != pid) {
-		r = -ENOENT;
-		goto out;
-	}
-
 	r = scan_begin(s, fields, false, 1, &ctx);
 	if (r < 0)
 		goto out;
@@ -1923,6 +2006,190 @@ int proc_scanner_read_pid(struct proc_scanner *s, pid_t pid, uint64_t fields,
 out:
 	task_dir_close(&t);
 	return r;
+}
+
+/*
+ * Patching.
+ *
+ * A patch copies the entries of its base and re-reads a few processes, so it must not copy
+ * every string again: with 10,000 processes that would be a few MB per patch. Entries copied
+ * from a full scan keep pointing into that scan's arena, which the patch pins with a reference
+ * (si->shared); only the strings of re-read processes go to the patch's own arena. Entries
+ * that a patched base holds in its own arena are copied into the new one, so the arena of a
+ * patch is never shared and each snapshot pins at most one other arena: no chain of patches
+ * keeps older patches alive, and the memory held is bounded by the full scan's arena plus the
+ * strings of the processes that changed since it. A caller that patches for long should still
+ * scan now and then, as the values of unchanged processes age.
+ */
+
+static int pid_cmp(const void *a, const void *b)
+{
+	pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Sorts the @n PIDs of @p, dropping duplicates and IDs <= 0; returns how many are left. */
+static size_t pids_sort_unique(pid_t *p, size_t n)
+{
+	size_t k = 0;
+
+	if (n > 1)
+		qsort(p, n, sizeof(*p), pid_cmp);
+	for (size_t i = 0; i < n; i++)
+		if (p[i] > 0 && (k == 0 || p[k - 1] != p[i]))
+			p[k++] = p[i];
+	return k;
+}
+
+static bool bit_test(const uint64_t *bits, size_t i)
+{
+	return bits[i / 64] >> (i % 64) & 1;
+}
+
+static void bit_set(uint64_t *bits, size_t i)
+{
+	bits[i / 64] |= UINT64_C(1) << (i % 64);
+}
+
+/* Copies the strings of @e, an entry of another snapshot, into @si's arena. */
+static int entry_copy_strings(struct snapshot_impl *si, struct proc_entry *e)
+{
+	const char **strs[] = { &e->comm, &e->user, &e->exe, &e->cgroup, &e->container_id };
+
+	for (size_t i = 0; i < ELEMENTSOF(strs); i++)
+		if (*strs[i] && !(*strs[i] = arena_strndup(si, *strs[i], strlen(*strs[i]))))
+			return -ENOMEM;
+	/* An empty command line is a static "" (or NULL when not read), in no arena. */
+	if (e->cmdline_len && !(e->cmdline = arena_strndup(si, e->cmdline, e->cmdline_len - 1)))
+		return -ENOMEM;
+	return 0;
+}
+
+/* Reads the process @pid into the next entry of ctx->si: 1 if added, 0 if there is none. */
+static int patch_read_pid(struct proc_scanner *s, struct scan_ctx *ctx, pid_t pid)
+{
+	char name[16];
+	struct task_dir t = { .parent_fd = s->root_fd, .name = name, .fd = -EBADF };
+	int r;
+
+	snprintf(name, sizeof(name), "%d", (int)pid);
+	r = process_dir_open(s, pid, &t);
+	if (r >= 0)
+		r = read_task(s, ctx, &t, pid, pid, false);
+	task_dir_close(&t);
+	return errno_is_gone(r) ? 0 : r;
+}
+
+int proc_scanner_patch(struct proc_scanner *s, const struct proc_snapshot *base, const pid_t *gone,
+		       size_t n_gone, const pid_t *changed, size_t n_changed,
+		       struct proc_snapshot **ret)
+{
+	const struct snapshot_impl *bi = snapshot_impl(base);
+	_cleanup_(snapshot_freep) struct snapshot_impl *si = NULL;
+	_cleanup_free_ struct proc_entry *fresh = NULL;
+	_cleanup_free_ pid_t *drop = NULL;
+	struct scan_ctx ctx = {};
+	size_t n_all, n_reread, n_drop, n_fresh, total, n = 0, d = 0, j = 0, m = 0;
+	int r;
+
+	assert(gone || n_gone == 0);
+	assert(changed || n_changed == 0);
+	if (base->threads)
+		return -EINVAL;
+	if (__builtin_add_overflow(n_gone, n_changed, &n_all))
+		return -ENOMEM;
+	drop = reallocarray(NULL, MAX(n_all, (size_t)1), sizeof(*drop));
+	if (!drop)
+		return -ENOMEM;
+	if (n_changed)
+		memcpy(drop, changed, n_changed * sizeof(*drop));
+	n_reread = pids_sort_unique(drop, n_changed);
+
+	r = scan_begin(s, base->fields, false, base->count + n_reread, &ctx);
+	if (r < 0)
+		return r;
+	si = ctx.si;
+	si->pub.realtime_ns = base->realtime_ns;
+	si->pub.monotonic_ns = base->monotonic_ns;
+	memcpy(si->boot_id, bi->boot_id, sizeof(si->boot_id));
+	si->btime = bi->btime;
+	si->clk_tck = bi->clk_tck;
+	si->shared = arena_ref(bi->shared ? bi->shared : bi->arena);
+
+	/*
+	 * The event that put a PID in @changed (exec) may not show in stat, so values cached by
+	 * earlier scans are not trusted; what is read refreshes them.
+	 */
+	ctx.no_cache = true;
+	for (size_t k = 0; k < n_reread; k++) {
+		r = patch_read_pid(s, &ctx, drop[k]);
+		if (r < 0)
+			return r;
+	}
+	/* Ascending, as @drop was; moved aside so the merge below can write the entries. */
+	n_fresh = si->pub.count;
+	if (n_fresh) {
+		fresh = malloc(n_fresh * sizeof(*fresh));
+		if (!fresh)
+			return -ENOMEM;
+		memcpy(fresh, si->entries, n_fresh * sizeof(*fresh));
+	}
+	si->pub.count = 0;
+
+	if (n_gone)
+		memcpy(drop + n_reread, gone, n_gone * sizeof(*drop));
+	n_drop = pids_sort_unique(drop, n_reread + n_gone);
+
+	total = base->count + n_fresh;
+	assert(si->capacity >= total);
+	si->own = calloc(total / 64 + 1, sizeof(*si->own));
+	if (!si->own)
+		return -ENOMEM;
+
+	/* Merge the base's entries that stay with the re-read ones, both sorted by pid. */
+	for (size_t i = 0; i < base->count || j < n_fresh;) {
+		const struct proc_entry *b = i < base->count ? &base->entries[i] : NULL;
+		struct proc_entry *e = &si->entries[n];
+
+		if (b) {
+			while (d < n_drop && drop[d] < b->pid)
+				d++;
+			if (d < n_drop && drop[d] == b->pid) {
+				/*
+				 * Gone, or replaced by what was re-read. The next scan would drop
+				 * its CPU baselines; a live table may scan seldom, so do it now,
+				 * unless the same process (same start) was read again. (@m looks
+				 * ahead of @j: fresh entries below b->pid may not be merged yet.)
+				 */
+				while (m < n_fresh && fresh[m].pid < b->pid)
+					m++;
+				if (m == n_fresh || fresh[m].pid != b->pid ||
+				    fresh[m].start_ticks != b->start_ticks)
+					cpu_remove(s, b->pid, b->start_ticks);
+				i++;
+				continue;
+			}
+		}
+		if (j < n_fresh && (!b || fresh[j].pid < b->pid)) {
+			*e = fresh[j++];
+			bit_set(si->own, n);
+		} else {
+			*e = *b;
+			if (bi->own && bit_test(bi->own, i)) {
+				r = entry_copy_strings(si, e);
+				if (r < 0)
+					return r;
+				bit_set(si->own, n);
+			}
+			i++;
+		}
+		n++;
+	}
+	si->pub.count = n;
+	si->pub.entries = si->entries;
+	*ret = &TAKE_PTR(si)->pub;
+	return 0;
 }
 
 /*

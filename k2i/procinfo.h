@@ -232,6 +232,39 @@ int proc_scanner_read_pid(struct proc_scanner *s, pid_t pid, uint64_t fields,
 			  struct proc_snapshot **ret);
 
 /*
+ * Builds a new snapshot from @base (borrowed, not a threads view, taken by @s) with the entries
+ * of the processes in @gone (@n_gone PIDs) removed and the processes in @changed (@n_changed
+ * PIDs, new or exec'd) re-read from /proc with base->fields. A PID in @changed that no longer
+ * exists, or that names a thread other than a group leader, is dropped; one that is also in
+ * @gone is re-read if it exists (PID reuse). Both lists may hold duplicates and need no order;
+ * IDs <= 0 are ignored. Entries for other PIDs are copied from @base unchanged (their values,
+ * cpu_percent included, are as of @base). The result is sorted by pid like any snapshot, and
+ * has base's fields, threads and times (realtime_ns, monotonic_ns), although the re-read
+ * entries are newer.
+ *
+ * Re-read processes follow the rules of proc_scanner_scan(): cpu_percent against the scanner's
+ * baselines (which the re-read updates), and the values proc_scanner_set_cache_ttl() caches are
+ * read afresh (an exec need not show in stat) and cached again. The baselines and cached values
+ * of the processes the patch removes (gone, or replaced by another process with the same PID)
+ * are dropped at once, so a caller that scans seldom does not accumulate those of dead ones.
+ *
+ * Cost: the re-reads, a copy of the entries array, and no copy of the strings of entries that
+ * come from a full scan: the result holds a reference on the string arena of the full scan
+ * @base derives from (@base itself, or the scan a patched @base was built from), not on @base,
+ * so it stays valid after @base's last reference is dropped and the entries array of @base is
+ * freed then. Strings that a patched @base read itself are copied, so patching a patch never
+ * chains: a snapshot pins at most one other arena. Memory held is that scan's strings plus
+ * those of processes re-read since; the values of copied entries age, so rescan now and then.
+ *
+ * On success stores a new snapshot with one reference in *ret and returns 0; leaves *ret
+ * untouched on failure. Returns -EINVAL if @base is a threads view, -ENOMEM, or the -errno of
+ * an unexpected failure to read /proc (not ENOENT/ESRCH, which mean a process vanished).
+ */
+int proc_scanner_patch(struct proc_scanner *s, const struct proc_snapshot *base, const pid_t *gone,
+		       size_t n_gone, const pid_t *changed, size_t n_changed,
+		       struct proc_snapshot **ret);
+
+/*
  * Builds the JSON object of entry @i of @snap with exactly the fields in @fields that apply
  * (tid only in a threads view; "cmdline_truncated": true is added beside a truncated cmdline).
  * Strings that are not valid UTF-8 get U+FFFD for each bad byte. On success stores a new

@@ -44,6 +44,15 @@ struct routes {
 	uint64_t cache_fields;
 	bool cache_threads;
 	double cache_time; /* CLOCK_MONOTONIC seconds */
+	/*
+	 * The live table: processes that started or exec'd (changed) or ended (gone) since the
+	 * cached snapshot was taken, from the lifecycle events. A request within the freshness
+	 * window patches the snapshot with them (re-reading only those processes) instead of
+	 * walking /proc again.
+	 */
+	pid_t *changed, *gone;
+	size_t n_changed, n_gone;
+	bool overflow; /* too many changes to track: rescan */
 };
 
 static double now_monotonic(void)
@@ -102,6 +111,8 @@ struct routes *routes_free(struct routes *r)
 	if (!r)
 		return NULL;
 	proc_snapshot_unref(r->cache);
+	free(r->changed);
+	free(r->gone);
 	proc_scanner_free(r->scanner);
 	auth_tokens_free(r->tokens);
 	free(r);
@@ -113,9 +124,36 @@ void routes_set_lifecycle(struct routes *r, struct lifecycle *l)
 	r->lifecycle = l;
 }
 
-void routes_invalidate_snapshot(struct routes *r)
+/* Past this many pending changes, patching costs about as much as a scan. */
+#define LIVE_CHANGES_MAX 4096
+
+static void live_reset(struct routes *r)
 {
-	r->cache = proc_snapshot_unref(r->cache);
+	r->n_changed = r->n_gone = 0;
+	r->overflow = false;
+}
+
+static void live_push(struct routes *r, pid_t **list, size_t *n, pid_t pid)
+{
+	if (r->overflow)
+		return;
+	if (!*list)
+		*list = calloc(LIVE_CHANGES_MAX, sizeof(pid_t));
+	if (!*list || *n >= LIVE_CHANGES_MAX) {
+		r->overflow = true;
+		return;
+	}
+	(*list)[(*n)++] = pid;
+}
+
+void routes_note_process(struct routes *r, pid_t pid, bool gone)
+{
+	if (!r->cache)
+		return;
+	if (gone)
+		live_push(r, &r->gone, &r->n_gone, pid);
+	else
+		live_push(r, &r->changed, &r->n_changed, pid);
 }
 
 struct event_hub *routes_event_hub(const struct routes *r)
@@ -220,9 +258,23 @@ static int get_snapshot(struct routes *r, uint64_t fields, bool threads, struct 
 
 	if (r->cache && r->cache_threads == threads && (r->cache_fields & fields) == fields &&
 	    (start - r->cache_time) * 1000.0 <= r->cfg->scan_max_age_ms) {
-		r->metrics->scan_cache_hits++;
-		*ret = proc_snapshot_ref(r->cache);
-		return 0;
+		/* The live table: the snapshot, patched with what the events changed since. */
+		if (!threads && !r->overflow && (r->n_changed || r->n_gone)) {
+			e = proc_scanner_patch(r->scanner, r->cache, r->gone, r->n_gone, r->changed,
+					       r->n_changed, &snap);
+			if (e >= 0) {
+				r->metrics->live_patches++;
+				proc_snapshot_unref(r->cache);
+				r->cache = snap;
+				live_reset(r);
+			}
+		}
+		/* Anything left pending (threads view, too many, a failed patch): rescan. */
+		if (!r->overflow && !r->n_changed && !r->n_gone) {
+			r->metrics->scan_cache_hits++;
+			*ret = proc_snapshot_ref(r->cache);
+			return 0;
+		}
 	}
 	e = proc_scanner_scan(r->scanner, fields, threads, &snap);
 	if (e < 0) {
@@ -237,6 +289,7 @@ static int get_snapshot(struct routes *r, uint64_t fields, bool threads, struct 
 	r->cache_fields = fields;
 	r->cache_threads = threads;
 	r->cache_time = start;
+	live_reset(r);
 	*ret = snap;
 	return 0;
 }

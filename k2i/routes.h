@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "k2i/metrics.h"
 
@@ -60,8 +61,11 @@ struct lifecycle;
 /* Sets where /v1/host and /metrics read the event source from (borrowed; may be NULL). */
 void routes_set_lifecycle(struct routes *r, struct lifecycle *l);
 
-/* Makes the next request rescan /proc: a process started or ended since the last scan. */
-void routes_invalidate_snapshot(struct routes *r);
+/*
+ * Notes that process @pid started or exec'd (@gone false) or ended (@gone true) since the last
+ * scan, so requests served from the shared snapshot see the change at once (the live table).
+ */
+void routes_note_process(struct routes *r, pid_t pid, bool gone);
 
 /* Frees @r; accepts NULL and returns NULL. */
 struct routes *routes_free(struct routes *r);

@@ -115,6 +115,46 @@ row "  same, proc_cache_ttl_ms=0 (cold: every file re-read)" "$COLD_CPU" "$COLD_
 row "  ps aux's columns only, proc_cache_ttl_ms=0" "$PSF_CPU" "$PSF_WALL"
 echo "  target: k2i CPU <= 0.50 x ps aux"
 
+# The live table: a k2i whose snapshot stays valid for a minute, patched from process events
+# (only new, exec'd and ended processes are read), against a fresh /proc scan per request, with
+# 50 short-lived processes (150 events) started before each request.
+printf 'scan_max_age_ms = 60000\n' >"$TMP/live.conf"
+"$B/bin/k2i" --config "$TMP/live.conf" --state-dir "$TMP/state" --rundir "$TMP/run" \
+	--listen 127.0.0.1:0 2>"$TMP/live.log" &
+LIVE_PID=$!
+for _ in $(seq 100); do
+	LIVE_PORT=$(sed -n 's#.*Listening on https://127\.0\.0\.1:\([0-9]*\)/.*#\1#p' "$TMP/live.log")
+	[ -n "$LIVE_PORT" ] && break
+	sleep 0.1
+done
+if [ -x "$B/tests/burst" ] && [ -n "$LIVE_PORT" ]; then
+	LURL=https://127.0.0.1:$LIVE_PORT
+	"${CURL[@]}" -o /dev/null "$LURL/v1/proc"
+	measure_churn() {
+		local pid=$1 url=$2 t0 t1
+		t0=$(cpu_ticks "$pid")
+		: >"$TMP/times"
+		for _ in $(seq "$R"); do
+			"$B/tests/burst" -n 50 >/dev/null 2>&1
+			sleep 0.05
+			"${CURL[@]}" -o /dev/null -w '%{time_total}\n' "$url" >>"$TMP/times"
+		done
+		t1=$(cpu_ticks "$pid")
+		awk -v a="$t0" -v b="$t1" -v hz="$HZ" -v r="$R" 'BEGIN { printf "%.4f ", (b - a) / hz / r }'
+		awk '{ w += $1 } END { printf "%.4f\n", w / NR }' "$TMP/times"
+	}
+	read -r LIVE_CPU LIVE_WALL < <(measure_churn "$LIVE_PID" "$LURL/v1/proc")
+	read -r SCAN_CPU SCAN_WALL < <(measure_churn "$K2I_PID" "$URL/v1/proc")
+	PATCHES=$("${CURL[@]}" "$LURL/metrics" | sed -n 's/^k2i_live_patches_total //p')
+	echo
+	echo "GET /v1/proc with 150 process events between requests, mean of $R (CPU includes handling the events):"
+	printf '  %-56s %8s %8s\n' "" "CPU (s)" "wall (s)"
+	printf '  %-56s %8s %8s\n' "fresh /proc scan per request (scan_max_age_ms=0)" "$SCAN_CPU" "$SCAN_WALL"
+	printf '  %-56s %8s %8s\n' "live table: snapshot patched from events ($PATCHES patches)" "$LIVE_CPU" "$LIVE_WALL"
+	awk -v a="$LIVE_CPU" -v b="$SCAN_CPU" 'BEGIN { printf "  ratio live/scan: CPU %.2f\n", a / b }'
+fi
+kill "$LIVE_PID" 2>/dev/null
+
 # h2load on /v1/proc/self: throughput and latency percentiles from its per-request log.
 if command -v h2load >/dev/null; then
 	H2N=${BENCH_H2_REQUESTS:-20000}
