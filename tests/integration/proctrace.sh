@@ -228,10 +228,10 @@ if dump_start poll --source poll --poll-interval-ms 50; then
 	kill "$lp"
 	wait "$lp" 2>/dev/null
 	check "poll: it disappears" dump_wait_for "^exit $lp "
-	# A zombie for 0.5 s: its parent execs sleep and never reaps it.
+	# A zombie for 2 s: its parent execs sleep and never reaps it.
 	("$B/tests/exit_with" 7 &
 		echo $! >"$T_TMP/zombie.pid"
-		exec sleep 0.5)
+		exec sleep 2)
 	zp=$(cat "$T_TMP/zombie.pid")
 	check "poll: a zombie's exit is seen" dump_wait_for "^exit $zp "
 	check_eq "poll: with its exit code" "7 0" \
