@@ -23,6 +23,9 @@ struct conn {
 	struct k2i_metrics *metrics; /* borrowed */
 	struct bufferevent *bev; /* owns the socket and the SSL (BEV_OPT_CLOSE_ON_FREE) */
 	struct nghttp2_session *h2; /* HTTP/2 session, or NULL for HTTP/1.1 */
+	/* Every open HTTP/2 stream's state, freed with the session: nghttp2_session_del() does not
+	 * call on_stream_close_callback for the streams still open. */
+	struct h2_stream *h2_streams;
 	enum k2i_proto proto;
 	bool handshake_done;
 	bool closing; /* answer sent with Connection: close; free once the output drains */

@@ -34,6 +34,7 @@ DEFINE_CLEANUP_FUNC(nghttp2_session_callbacks, nghttp2_session_callbacks_del)
 /* Per-stream state; nghttp2 stream user data, freed in on_stream_close_callback. */
 struct h2_stream {
 	struct conn *conn;
+	struct h2_stream *prev, *next; /* in conn->h2_streams */
 	int32_t id;
 	char *method;
 	char *path;
@@ -52,6 +53,12 @@ static void h2_stream_free(struct h2_stream *st)
 {
 	if (!st)
 		return;
+	if (st->prev)
+		st->prev->next = st->next;
+	else
+		st->conn->h2_streams = st->next;
+	if (st->next)
+		st->next->prev = st->prev;
 	free(st->method);
 	free(st->path);
 	free(st->authorization);
@@ -104,8 +111,12 @@ static int on_begin_headers_callback(nghttp2_session *session, const nghttp2_fra
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	st->conn = user_data;
 	st->id = frame->hd.stream_id;
+	st->next = st->conn->h2_streams;
+	if (st->next)
+		st->next->prev = st;
+	st->conn->h2_streams = st;
 	if (nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, st) != 0) {
-		free(st);
+		h2_stream_free(st);
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	}
 	return 0;
@@ -372,8 +383,11 @@ int h2_on_write(struct conn *c)
 
 void h2_session_free(struct conn *c)
 {
-	/* Deleting the session calls on_stream_close_callback for open streams. */
 	if (c->h2)
 		nghttp2_session_del(c->h2);
 	c->h2 = NULL;
+	/* The session does not report the streams still open when it is deleted: free their
+	 * state (and detach their event subscriptions) here. */
+	while (c->h2_streams)
+		h2_stream_free(c->h2_streams);
 }

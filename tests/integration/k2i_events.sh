@@ -115,6 +115,26 @@ else
 fi
 kill -TERM "$K2I_PID"
 
+# --- Clients that go away mid-stream ------------------------------------------------------
+k2i_start gone || { not_ok "k2i starts"; done_testing; exit 1; }
+for proto in --http2 --http1.1; do
+	# exec: $! must be curl itself, not a subshell around it.
+	(exec curl -sS --cacert "$K2I_STATE/ca.pem" --cert "$K2I_STATE/client.pem" \
+		--key "$K2I_STATE/client.key" -N $proto "$K2I_URL/v1/events" >/dev/null 2>&1) &
+	c=$!
+	wait_metric k2i_event_streams 1
+	kill "$c"
+	wait "$c" 2>/dev/null
+	"$B/tests/burst" -n 20 >/dev/null 2>&1
+	check "$proto client closing its event stream leaves k2i serving" \
+		test "$(status_of "$K2I_URL/healthz")" = 200
+	check_eq "$proto: the stream is gone" "0" "$(metric k2i_event_streams)"
+done
+kill -TERM "$K2I_PID"
+wait "$K2I_PID"
+check_eq "k2i exits 0 after that" "0" "$?"
+check "no sanitizer report" bash -c "! grep -q -i -E 'sanitizer|runtime error' $K2I_LOG"
+
 # --- A stalled client ----------------------------------------------------------------------
 printf 'stream_backlog_kb = 64\n' >"$T_TMP/stall.conf"
 # Under ASan, freed memory waits in a quarantine; keep it small so RSS measures what k2i holds.
