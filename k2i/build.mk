@@ -40,3 +40,19 @@ $(B)/bin/k2i: $(K2I_OBJS) $(K2I_CORE_OBJS) $(K2I_TRACE_OBJS) $(LIBCOMMON)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(BASE_LDFLAGS) -o $@ $^ $(call pkg_libs,$(K2I_PKGS) $(K2I_TRACE_PKGS))
+
+# k2ps, the fleet client: the concurrent HTTPS fetcher and the ps-like front end.
+K2PS_SRCS := \
+	k2i/fetch.c \
+	k2i/k2ps.c
+
+K2PS_OBJS := $(K2PS_SRCS:%.c=$(B)/obj/%.o)
+ALL_OBJS += $(K2PS_OBJS)
+BINS += $(B)/bin/k2ps
+
+$(K2PS_OBJS): PKG_CFLAGS := $(call pkg_cflags,$(K2I_PKGS))
+
+$(B)/bin/k2ps: $(K2PS_OBJS) $(LIBCOMMON)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(BASE_LDFLAGS) -o $@ $^ $(call pkg_libs,$(K2I_PKGS))

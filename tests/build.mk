@@ -76,3 +76,11 @@ $(B)/tests/exit_with: tests/integration/exit_with.c
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) -std=gnu11 $(WARNINGS) -O2 -static -o $@ $<
 $(eval $(call fuzz_target,eventsub,$(B)/obj/k2i/events.o,jansson))
+
+# blackhole accepts TCP connections and never answers them (k2ps_multihost.sh's timeout test).
+TEST_PROGS += $(B)/tests/blackhole
+all: $(B)/tests/blackhole
+$(B)/tests/blackhole: tests/integration/blackhole.c
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) -std=gnu11 $(WARNINGS) -O2 -o $@ $<
