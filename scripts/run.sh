@@ -24,14 +24,11 @@ done
 
 echo
 echo "k2i is serving https://localhost:$PORT/ (HTTP/2 and HTTP/1.1, mutual TLS)."
-echo "The busiest processes on $(hostname), from GET /v1/proc?sort=-cpu&limit=10:"
+echo "The busiest processes, as k2ps sees them over HTTPS (k2ps --sort=-cpu --limit 10):"
 echo
-"${CURL[@]}" "https://localhost:$PORT/v1/proc?sort=-cpu&limit=10&fields=pid,user,cpu_percent,rss_kb,state,comm" |
-	jq -r '["HOST","PID","USER","%CPU","RSS","S","COMMAND"], (.host.name as $h | .processes[] |
-		[$h, .pid, .user, .cpu_percent, .rss_kb, .state, .comm]) | @tsv' |
-	awk -F'\t' '{ printf "%-16s %7s %-10s %6s %9s %-2s %s\n", $1, $2, $3, $4, $5, $6, $7 }'
+"$B/bin/k2ps" --state-dir "$STATE" -H "localhost:$PORT" --sort=-cpu --limit 10
 echo
-echo "Try:  curl --cacert $STATE/ca.pem --cert $STATE/client.pem --key $STATE/client.key \\"
-echo "        'https://localhost:$PORT/v1/proc?user=root&sort=-rss&limit=5'"
+echo "Try:  $B/bin/k2ps --state-dir $STATE -H localhost:$PORT -u root --sort=-rss --limit 5"
+echo "      $B/bin/k2ps --state-dir $STATE -H localhost:$PORT --events      # live exec/exit feed"
 echo "k2i keeps running; press Ctrl-C to stop it."
 wait $K2I
