@@ -833,7 +833,8 @@ static int rows_add_host(struct rows *rows, struct fetch_request *req, size_t i)
 		if (json_object_set_new(p, "host", json_string(arg_hosts[i].label)) < 0)
 			return -ENOMEM;
 		if (rows->stream) {
-			_cleanup_free_ char *s = json_dumps(p, JSON_COMPACT | JSON_REAL_PRECISION(15));
+			_cleanup_free_ char *s =
+				json_dumps(p, JSON_COMPACT | JSON_REAL_PRECISION(15));
 
 			if (!s)
 				return -ENOMEM;
