@@ -223,6 +223,12 @@ static int hosts_add(const char *addr, uint16_t port, bool port_given, const cha
 	struct host *h, *n;
 	bool v6 = strchr(addr, ':') != NULL;
 
+	/* The same host named twice (-H a,a, two -d of one name, a file and -H) is asked once. */
+	for (size_t i = 0; i < arg_n_hosts; i++)
+		if (arg_hosts[i].port == port && strcmp(arg_hosts[i].addr, addr) == 0 &&
+		    !!arg_hosts[i].peer_name == !!peer_name &&
+		    (!peer_name || strcmp(arg_hosts[i].peer_name, peer_name) == 0))
+			return 0;
 	if (arg_n_hosts >= K2PS_MAX_HOSTS)
 		return usage_error("too many hosts (at most %d)", K2PS_MAX_HOSTS);
 	n = reallocarray(arg_hosts, arg_n_hosts + 1, sizeof(*n));
@@ -331,7 +337,6 @@ static int hosts_add_dns(const char *name)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
 	struct addrinfo *res = NULL;
-	size_t before = arg_n_hosts;
 	int r;
 
 	r = getaddrinfo(name, NULL, &hints, &res);
@@ -345,13 +350,8 @@ static int hosts_add_dns(const char *name)
 			a->ai_family == AF_INET6 ?
 				(const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr :
 				(const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr;
-		bool dup = false;
 
 		if (!inet_ntop(a->ai_family, in, buf, sizeof(buf)))
-			continue;
-		for (size_t i = before; i < arg_n_hosts; i++)
-			dup |= strcmp(arg_hosts[i].addr, buf) == 0;
-		if (dup)
 			continue;
 		r = hosts_add(buf, arg_port, false, name);
 		if (r < 0)

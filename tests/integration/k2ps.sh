@@ -68,6 +68,8 @@ check_eq "--limit 5 --json: five objects" 5 "$(k2ps -H "$H" --limit 5 --json | w
 out=$(k2ps -H "$H" --hosts-summary --no-headers)
 check_eq "--hosts-summary: three lines" 3 "$(wc -l <<<"$out")"
 check "--hosts-summary: process counts" awk '$3 > 0 { n++ } END { exit n != 3 }' <<<"$out"
+out=$(k2ps -H "$H,$H" --hosts-summary --no-headers)
+check_eq "a host named twice is asked once" 3 "$(wc -l <<<"$out")"
 
 out=$(k2ps -H "127.0.0.1:$P1" --http1 --json -C k2i)
 check "--http1: the HTTP/1.1 path returns the list" jq -se 'length >= 1' <<<"$out"
