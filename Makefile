@@ -85,6 +85,8 @@ ALL_OBJS :=
 include libcommon/build.mk
 include bpf/build.mk
 include k2i/build.mk
+include proto/build.mk
+include middlecon/build.mk
 include tests/build.mk
 
 # Objects: the per-object PKGS variable (set target-specific by each build.mk) picks the cflags.

@@ -8,7 +8,8 @@ LIBCOMMON_SRCS := \
 	libcommon/fdutil.c \
 	libcommon/conf.c \
 	libcommon/http.c \
-	libcommon/paths.c
+	libcommon/paths.c \
+	libcommon/proto_io.c
 
 LIBCOMMON_OBJS := $(LIBCOMMON_SRCS:%.c=$(B)/obj/%.o)
 LIBCOMMON := $(B)/libcommon.a

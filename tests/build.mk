@@ -84,3 +84,8 @@ $(B)/tests/blackhole: tests/integration/blackhole.c
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) -std=gnu11 $(WARNINGS) -O2 -o $@ $<
+
+# middlecon framing: the generic decoder (libcommon/proto_io.c) and the Frame header on top of it.
+$(eval $(call unit_test,proto_io,$(MIDDLECON_FRAME_OBJS),$(MIDDLECON_FRAME_PKGS)))
+$(eval $(call fuzz_target,frame,$(MIDDLECON_FRAME_OBJS),$(MIDDLECON_FRAME_PKGS)))
+$(B)/obj/tests/unit/test_proto_io.o $(B)/obj/tests/fuzz/fuzz_frame.o: | $(PROTO_GEN_HDRS)
