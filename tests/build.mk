@@ -89,3 +89,18 @@ $(B)/tests/blackhole: tests/integration/blackhole.c
 $(eval $(call unit_test,proto_io,$(MIDDLECON_FRAME_OBJS),$(MIDDLECON_FRAME_PKGS)))
 $(eval $(call fuzz_target,frame,$(MIDDLECON_FRAME_OBJS),$(MIDDLECON_FRAME_PKGS)))
 $(B)/obj/tests/unit/test_proto_io.o $(B)/obj/tests/fuzz/fuzz_frame.o: | $(PROTO_GEN_HDRS)
+
+# libmiddlecon's pure parts (name patterns, status names).
+$(eval $(call unit_test,libmiddlecon,$(LIBMIDDLECON),$(LIBMIDDLECON_PKGS)))
+$(B)/obj/tests/unit/test_libmiddlecon.o: | $(PROTO_GEN_HDRS)
+
+# mc_client speaks the middlecon protocol directly over a blocking socket (middlecon.sh).
+TEST_PROGS += $(B)/tests/mc_client
+ALL_OBJS += $(B)/obj/tests/integration/mc_client.o
+all: $(B)/tests/mc_client
+$(B)/obj/tests/integration/mc_client.o: PKG_CFLAGS := $(call pkg_cflags,$(MIDDLECON_FRAME_PKGS))
+$(B)/obj/tests/integration/mc_client.o: | $(PROTO_GEN_HDRS)
+$(B)/tests/mc_client: $(B)/obj/tests/integration/mc_client.o $(MIDDLECON_FRAME_OBJS) $(LIBCOMMON)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(BASE_LDFLAGS) -o $@ $^ $(call pkg_libs,$(MIDDLECON_FRAME_PKGS))
