@@ -126,9 +126,12 @@ check_eq "unknown column: exit 2" 2 "$rc"
 "$K2PS" "${TLS[@]}" -H "$H" --events --json >"$T_TMP/events" 2>"$T_TMP/events.err" &
 EV=$!
 T_PIDS+=("$EV")
-sleep 1
-for i in 1 2 3; do /bin/true; done
-sleep 1
+# Until every host's stream is up (all three k2i see the same processes), under any load.
+for i in $(seq 1 100); do
+	/bin/true
+	[ "$(jq -r .host "$T_TMP/events" 2>/dev/null | sort -u | wc -l)" -ge 3 ] && break
+	sleep 0.1
+done
 kill -INT "$EV"
 wait "$EV"; rc=$?
 check_eq "--events: SIGINT ends it with status 0" 0 "$rc"
