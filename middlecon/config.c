@@ -2,13 +2,20 @@
 #include "middlecon/config.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
 
 #include "libcommon/cleanup.h"
 #include "libcommon/conf.h"
+#include "libcommon/fdutil.h"
 #include "libcommon/paths.h"
+#include "libcommon/strutil.h"
+#include "middlecon/acl.h"
+
+#define CONFIG_FILE_MAX (1024 * 1024)
 
 #define ITEM(k, t, m, lo, hi, h) CONF_ITEM(k, t, struct middlecon_config, m, lo, hi, false, h)
 
@@ -29,6 +36,11 @@ static const struct conf_item items[] = {
 	ITEM("default_deadline_ms", CONF_U32, default_deadline_ms, 1, 3600 * 1000,
 	     "deadline of a request that sets none, ms"),
 	ITEM("max_connections", CONF_U32, max_connections, 1, 65536, "connections at once"),
+	ITEM("slow_consumer_timeout_ms", CONF_U32, slow_consumer_timeout_ms, 100, 3600 * 1000,
+	     "close a connection whose queued output makes no progress this long, ms"),
+	ITEM("acl_default", CONF_STRING, acl_default, 0, 0,
+	     "allow or deny names no ACL rule covers (root is always allowed there); rules: "
+	     "allow_register|deny_register|allow_call|deny_call = PREFIX uid=U,gid=G,*"),
 	ITEM("log_level", CONF_LOG_LEVEL, log_level, 0, 0, "err, warning, notice, info or debug"),
 };
 
@@ -45,8 +57,15 @@ int middlecon_config_init(struct middlecon_config *c)
 		.output_buffer_kb = 4096,
 		.default_deadline_ms = 30000,
 		.max_connections = 4096,
+		.slow_consumer_timeout_ms = 10000,
+		.acl_default_allow = true,
 		.log_level = LOG_INFO,
 	};
+	/* Allow by default: a single-host start works before anyone writes rules. */
+	c->acl_default = strdup("allow");
+	c->acl = acl_new();
+	if (!c->acl_default || !c->acl)
+		return -ENOMEM;
 	r = paths_default_state_dir(&c->state_dir);
 	if (r < 0)
 		return r;
@@ -56,6 +75,61 @@ int middlecon_config_init(struct middlecon_config *c)
 void middlecon_config_done(struct middlecon_config *c)
 {
 	conf_done(middlecon_config_items, middlecon_config_n_items, c);
+	c->acl = acl_free(c->acl);
+}
+
+int middlecon_config_parse_file(struct middlecon_config *c, const char *path, char **ret_error)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len, line = 0;
+	int r;
+
+	r = read_full_file_at(AT_FDCWD, path, CONFIG_FILE_MAX, &text, &len);
+	if (r < 0)
+		return r;
+	/*
+	 * A rule line keeps its blanks and commas, which the table's list type would split, so
+	 * rule lines are taken out here and blanked (keeping the line numbers of the rest).
+	 */
+	for (char *s = text; s < text + len;) {
+		char *eol = memchr(s, '\n', (size_t)(text + len - s));
+		char *end = eol ? eol : text + len;
+		char *k = (char *)skip_blanks(s), *ke = k;
+		_cleanup_free_ char *key = NULL;
+		_cleanup_free_ char *value = NULL;
+		_cleanup_free_ char *err = NULL;
+
+		line++;
+		while (ke < end && *ke != '=' && *ke != ' ' && *ke != '\t')
+			ke++;
+		key = strndup(k, (size_t)(ke - k));
+		if (!key)
+			return -ENOMEM;
+		if (k < end && *k != '#' && acl_is_key(key)) {
+			char *v = (char *)skip_blanks(ke);
+
+			if (v >= end || *v != '=') {
+				if (ret_error &&
+				    asprintf(ret_error, "%s:%zu: expected '='", path, line) < 0)
+					*ret_error = NULL;
+				return -EINVAL;
+			}
+			value = strndup(v + 1, (size_t)(end - v - 1));
+			if (!value)
+				return -ENOMEM;
+			r = acl_add(c->acl, key, value, &err);
+			if (r < 0) {
+				if (ret_error && asprintf(ret_error, "%s:%zu: %s: %s", path, line,
+							  key, err ? err : strerror(-r)) < 0)
+					*ret_error = NULL;
+				return r;
+			}
+			memset(s, ' ', (size_t)(end - s));
+		}
+		s = end + 1;
+	}
+	return conf_parse_string(middlecon_config_items, middlecon_config_n_items, c, path, text,
+				 len, ret_error);
 }
 
 int middlecon_config_validate(struct middlecon_config *c, char **ret_error)
@@ -72,5 +146,16 @@ int middlecon_config_validate(struct middlecon_config *c, char **ret_error)
 		*ret_error = strdup("socket must not be empty");
 		return -EINVAL;
 	}
+	if (c->acl_default && strcmp(c->acl_default, "allow") == 0) {
+		c->acl_default_allow = true;
+	} else if (c->acl_default && strcmp(c->acl_default, "deny") == 0) {
+		c->acl_default_allow = false;
+	} else {
+		if (asprintf(ret_error, "acl_default must be 'allow' or 'deny', not '%s'",
+			     c->acl_default ? c->acl_default : "") < 0)
+			*ret_error = NULL;
+		return -EINVAL;
+	}
+	acl_set_default(c->acl, c->acl_default_allow);
 	return 0;
 }

@@ -3,9 +3,11 @@
 
 /* middlecon's configuration: defaults, the middlecon.conf table, and validation. */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+struct acl;
 struct conf_item;
 
 #define MIDDLECON_DEFAULT_CONFIG "/etc/k2i/middlecon.conf"
@@ -19,6 +21,14 @@ struct middlecon_config {
 	uint32_t output_buffer_kb; /* per-connection output queue above which it is overloaded */
 	uint32_t default_deadline_ms; /* deadline of a REQUEST whose deadline is 0 */
 	uint32_t max_connections; /* connections at once; more are refused at accept */
+	/*
+	 * How long a connection with output queued may make no write progress before it is closed
+	 * as a slow consumer (its reads are paused from the moment it is over output_buffer_kb).
+	 */
+	uint32_t slow_consumer_timeout_ms;
+	char *acl_default; /* "allow" or "deny": names no ACL rule covers */
+	bool acl_default_allow; /* acl_default, parsed by middlecon_config_validate() */
+	struct acl *acl; /* owned; the allow_* and deny_* rules, never NULL after _init() */
 	int log_level;
 };
 
@@ -28,6 +38,13 @@ extern const size_t middlecon_config_n_items;
 
 /* Sets every default. Returns 0 or -ENOMEM. */
 int middlecon_config_init(struct middlecon_config *c);
+
+/*
+ * Parses the file @path: the ACL rule keys (acl.h) go to c->acl, every other line to the
+ * middlecon_config_items table. Returns 0, -ENOENT if the file does not exist, or what
+ * conf_parse_string() and acl_add() return, with a malloc'ed "path:line: …" in *ret_error.
+ */
+int middlecon_config_parse_file(struct middlecon_config *c, const char *path, char **ret_error);
 
 /* Frees everything the config owns. */
 void middlecon_config_done(struct middlecon_config *c);

@@ -17,6 +17,7 @@
 #include "libcommon/cleanup.h"
 #include "libcommon/conf.h"
 #include "libcommon/log.h"
+#include "middlecon/acl.h"
 #include "middlecon/config.h"
 #include "middlecon/relay.h"
 
@@ -78,7 +79,18 @@ static void help(void)
 	       "      --rundir DIR       runtime files (the socket's default directory)\n"
 	       "      --socket PATH      local socket (default <rundir>/middlecon.sock)\n"
 	       "  -h, --help             show this help\n"
-	       "      --version          show the version\n");
+	       "      --version          show the version\n\n"
+	       "Access control (in the configuration file, repeatable; see\n"
+	       "docs/middlecon-protocol.md):\n"
+	       "  allow_register = PREFIX PRINCIPAL...   who may REGISTER names under PREFIX\n"
+	       "  deny_register  = PREFIX PRINCIPAL...\n"
+	       "  allow_call     = PREFIX PRINCIPAL...   who may REQUEST, PUBLISH, SUBSCRIBE\n"
+	       "  deny_call      = PREFIX PRINCIPAL...\n"
+	       "  acl_default    = allow|deny            names no rule covers (default allow)\n"
+	       "PRINCIPAL is uid=USER, gid=GROUP (names or numbers, primary gid) or *; PREFIX is\n"
+	       "a string prefix of the name, '>' for all. The longest matching prefix decides; a\n"
+	       "prefix with allow rules admits only those listed, and root, unless a deny rule\n"
+	       "names it.\n");
 }
 
 static int usage_error(const char *what, const char *arg)
@@ -138,6 +150,7 @@ static int print_config(const struct middlecon_config *cfg)
 			return log_oom();
 		printf("%s = %s\n", middlecon_config_items[i].key, v);
 	}
+	acl_print(cfg->acl, stdout);
 	return 0;
 }
 
@@ -165,8 +178,8 @@ static int run(int argc, char **argv)
 	r = parse_argv(argc, argv, &cfg, false);
 	if (r <= 0)
 		goto out;
-	r = conf_parse_file(middlecon_config_items, middlecon_config_n_items, &cfg,
-			    arg_config ? arg_config : MIDDLECON_DEFAULT_CONFIG, &err);
+	r = middlecon_config_parse_file(&cfg, arg_config ? arg_config : MIDDLECON_DEFAULT_CONFIG,
+					&err);
 	if (r == -ENOENT && !arg_config)
 		r = 0; /* the default file is optional */
 	if (r < 0) {

@@ -24,6 +24,7 @@
 #include "libcommon/fdutil.h"
 #include "libcommon/log.h"
 #include "libcommon/proto_io.h"
+#include "middlecon/acl.h"
 #include "middlecon/config.h"
 #include "middlecon/frame.h"
 #include "proto/middlecon.pb-c.h"
@@ -83,6 +84,7 @@ struct relay_conn {
 	bool closing; /* a final error is being written; nothing more is read */
 	bool condemned; /* a send tore a frame: closed by the reaper, outside any iteration */
 	bool dead; /* conn_close() ran; the struct lives until the reaper frees it */
+	bool read_paused; /* output over the limit: not read until it drains to half */
 	uint32_t peer_max_frame; /* HELLO's max_frame_size, 0 = the relay's own */
 	uint64_t skip; /* bytes of an oversize frame still to be drained */
 	size_t body_left; /* bytes of the current frame's body at the front of the input */
@@ -100,6 +102,8 @@ struct relay_stats {
 	uint64_t replies; /* forwarded back to a requester */
 	uint64_t late_replies; /* dropped: the request was no longer in flight */
 	uint64_t published, delivered, pub_dropped;
+	uint64_t read_pauses; /* a connection's reads paused because it did not read its output */
+	uint64_t slow_closed; /* connections closed as slow consumers */
 	uint64_t status[RELAY_N_STATUS]; /* non-OK statuses the relay itself answered */
 };
 
@@ -263,6 +267,19 @@ static int conn_send(struct relay_conn *c, Frame *f, struct evbuffer *src, const
 	if (queued == 0)
 		/* EAGAIN leaves the rest queued for the bufferevent; a real error surfaces there. */
 		(void)evbuffer_write(out, bufferevent_getfd(c->bev));
+	/*
+	 * Backpressure: a peer that does not read what it is sent is not read either, so it cannot
+	 * make the relay queue answers (OVERLOADED replies included) without bound. Frames routed
+	 * to it from others are refused or dropped by conn_overloaded() at the routing points.
+	 */
+	if (!c->read_paused && !c->closing && conn_overloaded(c)) {
+		c->read_paused = true;
+		c->relay->stats.read_pauses++;
+		bufferevent_disable(c->bev, EV_READ);
+		bufferevent_setwatermark(c->bev, EV_WRITE, c->relay->output_limit / 2, 0);
+		log_debug("Connection %" PRIu64 " (pid %d): %zu bytes queued, reads paused", c->id,
+			  (int)c->cred.pid, conn_queued(c));
+	}
 	return 0;
 }
 
@@ -456,6 +473,28 @@ static void handle_hello(struct relay_conn *c, const Frame *f)
 	(void)conn_send(c, &out, NULL, NULL, 0);
 }
 
+/*
+ * Asks the ACL whether @c may do @op on f->service (a pattern for REGISTER and SUBSCRIBE); if
+ * not, answers DENIED with the deciding rule. The identity is the SO_PEERCRED of accept time.
+ */
+static bool conn_acl_allows(struct relay_conn *c, const Frame *f, enum acl_op op, bool pattern)
+{
+	const char *prefix = NULL;
+
+	if (acl_check(c->relay->cfg->acl, op, f->service, pattern, (uint32_t)c->cred.uid,
+		      (uint32_t)c->cred.gid, &prefix))
+		return true;
+	/* Debug only: a client could otherwise fill the log with its own refusals. */
+	log_debug("Connection %" PRIu64 " (uid %u): %s '%s' denied", c->id, (unsigned)c->cred.uid,
+		  op == ACL_REGISTER ? "register" : "call", f->service);
+	reply_status(c, f->id, STATUS(DENIED), "uid %u gid %u may not %s '%.64s' (%s%s%s)",
+		     (unsigned)c->cred.uid, (unsigned)c->cred.gid,
+		     op == ACL_REGISTER ? "register" : "call", f->service,
+		     prefix ? "ACL rule for '" : "acl_default", prefix ? prefix : "",
+		     prefix ? "'" : "");
+	return false;
+}
+
 static void handle_register(struct relay_conn *c, const Frame *f, bool subscribe)
 {
 	struct relay *relay = c->relay;
@@ -471,6 +510,8 @@ static void handle_register(struct relay_conn *c, const Frame *f, bool subscribe
 		reply_status(c, f->id, STATUS(DENIED), "$sys is reserved for the relay");
 		return;
 	}
+	if (!conn_acl_allows(c, f, subscribe ? ACL_CALL : ACL_REGISTER, true))
+		return;
 	if (!subscribe)
 		for (rt = relay->routes; rt; rt = rt->next)
 			if (rt->conn == c && !rt->subscribe &&
@@ -575,6 +616,8 @@ static void handle_request(struct relay_conn *c, const Frame *f, size_t body_len
 		reply_status(c, f->id, STATUS(BAD_REQUEST), "invalid name '%.64s'", f->service);
 		return;
 	}
+	if (!conn_acl_allows(c, f, ACL_CALL, false))
+		return;
 	if (strncmp(f->service, "$sys.", 5) == 0) {
 		(void)sys_answer(c, f);
 		return;
@@ -749,6 +792,9 @@ static void handle_publish(struct relay_conn *c, const Frame *f, size_t body_len
 		reply_status(c, f->id, STATUS(BAD_REQUEST), "invalid name '%.64s'", f->service);
 		return;
 	}
+	/* PUBLISH has no reply; a refused one is the exception, answered REPLY {id, DENIED}. */
+	if (!conn_acl_allows(c, f, ACL_CALL, false))
+		return;
 	relay->stats.published++;
 	/* Fan-out copies the body once per subscriber anyway; make it contiguous once. */
 	if (body_len > 0) {
@@ -825,12 +871,14 @@ static json_t *sys_conns(struct relay *relay)
 static json_t *sys_stats(struct relay *relay)
 {
 	const struct relay_stats *s = &relay->stats;
-	json_t *o = json_pack(
-		"{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "connections", (int)relay->n_conns,
-		"connections_total", (json_int_t)s->conns_total, "requests",
-		(json_int_t)s->requests, "replies", (json_int_t)s->replies, "late_replies",
-		(json_int_t)s->late_replies, "published", (json_int_t)s->published, "delivered",
-		(json_int_t)s->delivered, "publish_dropped", (json_int_t)s->pub_dropped);
+	json_t *o = json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "connections",
+			      (int)relay->n_conns, "read_pauses", (json_int_t)s->read_pauses,
+			      "slow_consumers_closed", (json_int_t)s->slow_closed,
+			      "connections_total", (json_int_t)s->conns_total, "requests",
+			      (json_int_t)s->requests, "replies", (json_int_t)s->replies,
+			      "late_replies", (json_int_t)s->late_replies, "published",
+			      (json_int_t)s->published, "delivered", (json_int_t)s->delivered,
+			      "publish_dropped", (json_int_t)s->pub_dropped);
 	json_t *st = json_object();
 
 	if (!o || !st) {
@@ -1006,7 +1054,7 @@ static void conn_read_cb(struct bufferevent *bev, void *userdata)
 	struct relay_conn *c = userdata;
 	struct evbuffer *in = bufferevent_get_input(bev);
 
-	while (!c->dead && !c->closing) {
+	while (!c->dead && !c->closing && !c->read_paused) {
 		size_t len = evbuffer_get_length(in);
 
 		if (c->skip > 0) {
@@ -1033,14 +1081,36 @@ static void conn_write_cb(struct bufferevent *bev, void *userdata)
 {
 	struct relay_conn *c = userdata;
 
-	if (c->closing && conn_queued(c) == 0)
+	if (c->closing && conn_queued(c) == 0) {
 		conn_close(c);
+		return;
+	}
+	if (c->read_paused && !c->closing && conn_queued(c) <= c->relay->output_limit / 2) {
+		c->read_paused = false;
+		bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+		if (bufferevent_enable(c->bev, EV_READ) < 0) {
+			conn_close(c);
+			return;
+		}
+		log_debug("Connection %" PRIu64 ": output drained, reads resumed", c->id);
+		/* Frames already in the input buffer raise no new read event. */
+		conn_read_cb(c->bev, c);
+	}
 }
 
 static void conn_event_cb(struct bufferevent *bev, short events, void *userdata)
 {
 	struct relay_conn *c = userdata;
 
+	if ((events & BEV_EVENT_TIMEOUT) && !c->closing) {
+		/* The write timeout: queued output made no progress for slow_consumer_timeout_ms. */
+		c->relay->stats.slow_closed++;
+		log_notice("Connection %" PRIu64
+			   " (pid %d uid %u) closed: slow consumer, %zu bytes "
+			   "unread for %u ms",
+			   c->id, (int)c->cred.pid, (unsigned)c->cred.uid, conn_queued(c),
+			   c->relay->cfg->slow_consumer_timeout_ms);
+	}
 	if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
 		conn_close(c);
 }
@@ -1051,6 +1121,11 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	struct relay *relay = userdata;
 	struct relay_conn *c;
 	socklen_t len = sizeof(c->cred);
+	/* Armed by libevent only while output waits for the socket to take it. */
+	struct timeval slow = {
+		.tv_sec = relay->cfg->slow_consumer_timeout_ms / 1000,
+		.tv_usec = (suseconds_t)(relay->cfg->slow_consumer_timeout_ms % 1000) * 1000,
+	};
 
 	if (relay->n_conns >= relay->cfg->max_connections) {
 		log_warn("Refusing a connection: %u connections open", relay->n_conns);
@@ -1080,6 +1155,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	c->relay = relay;
 	c->id = ++relay->next_conn_id;
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	bufferevent_set_timeouts(c->bev, NULL, &slow);
 	conn_want(c, PROTO_IO_PREFIX_SIZE);
 	if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) < 0) {
 		bufferevent_free(c->bev);

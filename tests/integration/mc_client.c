@@ -9,10 +9,16 @@
  *   mc_client -s SOCK sub PATTERN [--count N]
  *   mc_client -s SOCK pub NAME DATA
  *   mc_client -s SOCK ping | bad-prefix | bad-header | no-hello
+ *   mc_client -s SOCK sub-stall PATTERN | serve-stall NAME
+ *   mc_client -s SOCK flood NAME --count N --size BYTES [--call] [--hold-ms MS]
  *
  * call prints "STATUS BODY"; serve prints "ready" once registered and "cancel STATUS" for each
  * CANCEL; sub prints "ready", then each message's body; bad-* print the reaction to a malformed
- * frame ("BAD_REQUEST closed", ...).
+ * frame ("BAD_REQUEST closed", ...). pub prints the status of a refused PUBLISH. sub-stall and
+ * serve-stall subscribe or register, print "ready" and then never read again (slow consumers);
+ * flood sends N PUBLISH (or, with --call, REQUEST) frames without reading anything, prints
+ * "sent N" (or "stuck K" when the relay stopped taking them for 2 s) and keeps the connection
+ * open for --hold-ms.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -21,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
@@ -352,8 +359,87 @@ static int cmd_pub(int fd, int argc, char **argv)
 	f.service = argv[1];
 	if (send_frame(fd, &f, argv[2], strlen(argv[2])) < 0)
 		return 1;
-	/* A PING round trip makes sure the relay has handled the PUBLISH before we exit. */
-	return control(fd, MIDDLECON__FRAME__KIND__PING, 1, "") < 0;
+	/*
+	 * A PING round trip makes sure the relay has handled the PUBLISH before we exit; a refused
+	 * PUBLISH is answered by a REPLY that arrives before the PONG.
+	 */
+	{
+		Frame p = MIDDLECON__FRAME__INIT, *r;
+		char *body = NULL;
+		size_t len;
+		int st = 0;
+
+		p.kind = MIDDLECON__FRAME__KIND__PING;
+		p.id = 1;
+		if (send_frame(fd, &p, NULL, 0) < 0)
+			return 1;
+		while ((r = recv_frame(fd, &body, &len))) {
+			bool pong = r->kind == MIDDLECON__FRAME__KIND__PONG;
+
+			if (r->kind == MIDDLECON__FRAME__KIND__REPLY && r->status != 0) {
+				printf("%s\n", status_name(r->status));
+				st = 1;
+			}
+			frame_free(r);
+			free(body);
+			body = NULL;
+			if (pong)
+				return st;
+		}
+		return 1;
+	}
+}
+
+/* Registers or subscribes, then never reads: the relay's queue for us only grows. */
+static int cmd_stall(int fd, int kind, const char *name)
+{
+	int st = control(fd, kind, 5, name);
+
+	if (st != 0) {
+		printf("%s %s\n",
+		       kind == MIDDLECON__FRAME__KIND__REGISTER ? "register" : "subscribe",
+		       status_name(st));
+		return 1;
+	}
+	printf("ready\n");
+	fflush(stdout);
+	for (;;)
+		pause();
+}
+
+static int cmd_flood(int fd, int argc, char **argv)
+{
+	long count = atol(opt(argc, argv, "--count", "1000"));
+	long size = atol(opt(argc, argv, "--size", "1024"));
+	long hold = atol(opt(argc, argv, "--hold-ms", "0"));
+	bool call = flag(argc, argv, "--call");
+	struct timeval tv = { .tv_sec = 2 };
+	char *body;
+	long i;
+
+	if (count < 0 || size < 0)
+		return 2;
+	body = malloc((size_t)size + 1);
+	if (!body)
+		return 1;
+	memset(body, 'f', (size_t)size);
+	/* A relay that stops reading us (backpressure) must not hang the test: give up after 2 s. */
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	for (i = 0; i < count; i++) {
+		Frame f = MIDDLECON__FRAME__INIT;
+
+		f.kind = call ? MIDDLECON__FRAME__KIND__REQUEST : MIDDLECON__FRAME__KIND__PUBLISH;
+		f.id = (uint64_t)i + 1;
+		f.service = argv[1];
+		if (send_frame(fd, &f, body, (size_t)size) < 0)
+			break;
+	}
+	free(body);
+	printf("%s %ld\n", i == count ? "sent" : "stuck", i);
+	fflush(stdout);
+	if (hold > 0)
+		usleep((useconds_t)hold * 1000);
+	return 0;
 }
 
 /* Writes @n raw bytes and reports what the relay answered and whether it closed. */
@@ -415,6 +501,12 @@ int main(int argc, char **argv)
 		return cmd_sub(fd, argc, argv);
 	if (strcmp(cmd, "pub") == 0 && argc >= 3)
 		return cmd_pub(fd, argc, argv);
+	if (strcmp(cmd, "sub-stall") == 0 && argc >= 2)
+		return cmd_stall(fd, MIDDLECON__FRAME__KIND__SUBSCRIBE, argv[1]);
+	if (strcmp(cmd, "serve-stall") == 0 && argc >= 2)
+		return cmd_stall(fd, MIDDLECON__FRAME__KIND__REGISTER, argv[1]);
+	if (strcmp(cmd, "flood") == 0 && argc >= 2)
+		return cmd_flood(fd, argc, argv);
 	if (strcmp(cmd, "ping") == 0) {
 		int st = control(fd, MIDDLECON__FRAME__KIND__PING, 9, "");
 
