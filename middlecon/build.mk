@@ -45,6 +45,7 @@ $(B)/examples/mc_echo: $(B)/obj/middlecon/examples/echo.o $(LIBMIDDLECON)
 # The relay daemon.
 MIDDLECON_PKGS := libevent libprotobuf-c jansson
 MIDDLECON_SRCS := \
+	middlecon/acl.c \
 	middlecon/config.c \
 	middlecon/relay.c \
 	middlecon/main.c
@@ -59,3 +60,17 @@ $(B)/bin/middlecon: $(MIDDLECON_OBJS) $(MIDDLECON_FRAME_OBJS) $(LIBCOMMON)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(BASE_LDFLAGS) -o $@ $^ $(call pkg_libs,$(MIDDLECON_PKGS))
+
+# mcbench: closed/open-loop request/reply load through the relay, and the raw Unix-socket floor.
+# middlecon/benchloop.c is the load generator it shares with tests/bench/natsbench.c.
+MCBENCH_OBJS := $(B)/obj/middlecon/mcbench.o $(B)/obj/middlecon/benchloop.o
+ALL_OBJS += $(MCBENCH_OBJS)
+BINS += $(B)/bin/mcbench
+
+$(MCBENCH_OBJS): PKG_CFLAGS := $(call pkg_cflags,$(LIBMIDDLECON_PKGS))
+$(MCBENCH_OBJS): | $(PROTO_GEN_HDRS)
+
+$(B)/bin/mcbench: $(MCBENCH_OBJS) $(LIBMIDDLECON)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(BASE_LDFLAGS) -o $@ $^ $(call pkg_libs,$(LIBMIDDLECON_PKGS)) -lpthread -lm

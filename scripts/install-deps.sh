@@ -10,11 +10,12 @@ libevent-dev libnghttp2-dev libssl-dev libjansson-dev libcmocka-dev
 clang libclang-rt-14-dev clang-format
 curl nghttp2-client jq procps prometheus openssl iproute2
 bpftool libbpf-dev libelf-dev zlib1g-dev
-protobuf-c-compiler libprotobuf-c-dev"
+protobuf-c-compiler libprotobuf-c-dev
+nats-server libnats-dev"
 
 # What each package above provides, as pkg-config modules and commands, for --check.
-PKG_MODULES="libevent libevent_openssl libnghttp2 jansson openssl cmocka libbpf libprotobuf-c"
-COMMANDS="cc make pkg-config git clang clang-format curl nghttp h2load jq ps promtool openssl ip bpftool protoc-c"
+PKG_MODULES="libevent libevent_openssl libnghttp2 jansson openssl cmocka libbpf libprotobuf-c libnats"
+COMMANDS="cc make pkg-config git clang clang-format curl nghttp h2load jq ps promtool openssl ip bpftool protoc-c nats-server"
 # bpftool is installed in /usr/sbin, which a user's PATH may lack.
 PATH=$PATH:/usr/sbin:/sbin
 

@@ -104,3 +104,16 @@ $(B)/tests/mc_client: $(B)/obj/tests/integration/mc_client.o $(MIDDLECON_FRAME_O
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(BASE_LDFLAGS) -o $@ $^ $(call pkg_libs,$(MIDDLECON_FRAME_PKGS))
+
+# natsbench: the NATS peer of mcbench (tests/bench/bench_middlecon.sh), Debian's libnats, driven
+# by the same load generator (middlecon/benchloop.c).
+TEST_PROGS += $(B)/tests/natsbench
+ALL_OBJS += $(B)/obj/tests/bench/natsbench.o
+all: $(B)/tests/natsbench
+$(B)/obj/tests/bench/natsbench.o: PKG_CFLAGS := $(call pkg_cflags,libnats)
+$(B)/tests/natsbench: $(B)/obj/tests/bench/natsbench.o $(B)/obj/middlecon/benchloop.o
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(BASE_LDFLAGS) -o $@ $^ $(call pkg_libs,libnats) -lpthread -lm
+
+$(eval $(call unit_test,acl,$(B)/obj/middlecon/acl.o,))
