@@ -50,36 +50,11 @@ check_eq "getaddrinfo in the namespace returns the three addresses of $NAME" \
 check_eq "the real /etc/hosts does not know $NAME" "" "$(getent ahosts "$NAME")"
 
 # --- Certificates ---------------------------------------------------------------------------
-# new_ca DIR NAME: a self-signed EC P-256 CA in DIR/ca.pem, DIR/ca.key.
-new_ca() {
-	mkdir -p "$1"
-	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-		-subj "/CN=$2" -addext basicConstraints=critical,CA:TRUE \
-		-addext keyUsage=critical,keyCertSign,cRLSign \
-		-keyout "$1/ca.key" -out "$1/ca.pem" 2>/dev/null && chmod 600 "$1/ca.key"
-}
-# issue CADIR OUT CN [SAN]: OUT.pem and OUT.key, an EC P-256 leaf signed by CADIR's CA, for both
-# serverAuth and clientAuth, with SAN (e.g. DNS:name) as its subjectAltName if given.
-issue() {
-	local ca=$1 out=$2 cn=$3 san=${4:-}
-	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$cn" \
-		-keyout "$out.key" -out "$out.csr" 2>/dev/null || return 1
-	chmod 600 "$out.key"
-	{
-		echo "basicConstraints=critical,CA:FALSE"
-		echo "keyUsage=critical,digitalSignature"
-		echo "extendedKeyUsage=serverAuth,clientAuth"
-		[ -n "$san" ] && echo "subjectAltName=$san"
-	} >"$out.ext"
-	openssl x509 -req -in "$out.csr" -CA "$ca/ca.pem" -CAkey "$ca/ca.key" \
-		-set_serial "0x$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" -days 2 \
-		-extfile "$out.ext" -out "$out.pem" 2>/dev/null
-}
 PKI=$T_TMP/pki
-new_ca "$PKI/ca" "k2ps dns test CA" &&
-	issue "$PKI/ca" "$PKI/client" "k2ps-test-client" &&
-	issue "$PKI/ca" "$PKI/server" "$NAME" "DNS:$NAME" &&
-	issue "$PKI/ca" "$PKI/wrong" "$OTHER" "DNS:$OTHER" || {
+pki_new_ca "$PKI/ca" "k2ps dns test CA" &&
+	pki_issue "$PKI/ca" "$PKI/client" "k2ps-test-client" &&
+	pki_issue "$PKI/ca" "$PKI/server" "$NAME" "DNS:$NAME" &&
+	pki_issue "$PKI/ca" "$PKI/wrong" "$OTHER" "DNS:$OTHER" || {
 	not_ok "certificates"
 	done_testing
 	exit 1

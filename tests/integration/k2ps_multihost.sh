@@ -27,43 +27,18 @@ HOLE=6
 PORT=9400
 
 # --- Certificates: one CA for the fleet, another for the impostor ---------------------------
-# new_ca DIR NAME: a self-signed EC P-256 CA in DIR/ca.pem, DIR/ca.key.
-new_ca() {
-	mkdir -p "$1"
-	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-		-subj "/CN=$2" -addext basicConstraints=critical,CA:TRUE \
-		-addext keyUsage=critical,keyCertSign,cRLSign \
-		-keyout "$1/ca.key" -out "$1/ca.pem" 2>/dev/null && chmod 600 "$1/ca.key"
-}
-# issue CADIR OUT CN [IP]: OUT.pem and OUT.key, an EC P-256 leaf signed by CADIR's CA, for both
-# serverAuth and clientAuth, with IP (if given) as its subjectAltName.
-issue() {
-	local ca=$1 out=$2 cn=$3 ip=${4:-}
-	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$cn" \
-		-keyout "$out.key" -out "$out.csr" 2>/dev/null || return 1
-	chmod 600 "$out.key"
-	{
-		echo "basicConstraints=critical,CA:FALSE"
-		echo "keyUsage=critical,digitalSignature"
-		echo "extendedKeyUsage=serverAuth,clientAuth"
-		[ -n "$ip" ] && echo "subjectAltName=IP:$ip"
-	} >"$out.ext"
-	openssl x509 -req -in "$out.csr" -CA "$ca/ca.pem" -CAkey "$ca/ca.key" \
-		-set_serial "0x$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" -days 2 \
-		-extfile "$out.ext" -out "$out.pem" 2>/dev/null
-}
 PKI=$T_TMP/pki
-new_ca "$PKI/fleet" "k2ps test fleet CA $NS_TAG" &&
-	new_ca "$PKI/other" "k2ps test other CA $NS_TAG" &&
-	issue "$PKI/fleet" "$PKI/client" "k2ps-test-client" || {
+pki_new_ca "$PKI/fleet" "k2ps test fleet CA $NS_TAG" &&
+	pki_new_ca "$PKI/other" "k2ps test other CA $NS_TAG" &&
+	pki_issue "$PKI/fleet" "$PKI/client" "k2ps-test-client" || {
 	not_ok "certificates"
 	done_testing
 	exit 1
 }
 for i in "${GOOD[@]}"; do
-	issue "$PKI/fleet" "$PKI/h$i" "h$i" "${NS_IPS[i]}" || not_ok "certificate of h$i"
+	pki_issue "$PKI/fleet" "$PKI/h$i" "h$i" "IP:${NS_IPS[i]}" || not_ok "certificate of h$i"
 done
-issue "$PKI/other" "$PKI/h$WRONG" "h$WRONG" "${NS_IPS[WRONG]}" || not_ok "certificate of h$WRONG"
+pki_issue "$PKI/other" "$PKI/h$WRONG" "h$WRONG" "IP:${NS_IPS[WRONG]}" || not_ok "certificate of h$WRONG"
 check "server certificates carry their host's IP SAN" bash -c \
 	"openssl x509 -in $PKI/h1.pem -noout -ext subjectAltName | grep -q 'IP Address:${NS_IPS[1]}'"
 KCERTS=(--ca "$PKI/fleet/ca.pem" --cert "$PKI/client.pem" --key "$PKI/client.key")
