@@ -492,6 +492,11 @@ struct lifecycle *lifecycle_free(struct lifecycle *l)
 	return NULL;
 }
 
+void lifecycle_drain(struct lifecycle *l)
+{
+	proctrace_drain(l->trace);
+}
+
 void lifecycle_stats(const struct lifecycle *l, struct lifecycle_stats *ret)
 {
 	struct proctrace_stats st;

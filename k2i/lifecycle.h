@@ -43,4 +43,7 @@ struct lifecycle_stats {
 	uint64_t reconciled; /* table entries fixed by a reconcile scan */
 };
 
+/* Handles the events already queued by the kernel (see proctrace_drain()). */
+void lifecycle_drain(struct lifecycle *l);
+
 void lifecycle_stats(const struct lifecycle *l, struct lifecycle_stats *ret);

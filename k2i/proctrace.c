@@ -1103,6 +1103,16 @@ static void poll_diff(struct proctrace *t, uint64_t now)
 	swap_buffers(t);
 }
 
+void proctrace_drain(struct proctrace *t)
+{
+	/* Both handlers read without blocking until nothing is left (the netlink socket is
+	 * non-blocking, and ring_buffer__consume() never waits). */
+	if (t->source == PROCTRACE_SOURCE_BPF)
+		bpf_on_readable(-1, EV_READ, t);
+	else if (t->source == PROCTRACE_SOURCE_NETLINK)
+		netlink_on_readable(event_get_fd(t->event), EV_READ, t);
+}
+
 static void poll_on_timer(evutil_socket_t fd, short what, void *userdata)
 {
 	struct proctrace *t = userdata;

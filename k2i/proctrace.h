@@ -206,5 +206,13 @@ struct proctrace_stats {
 	uint64_t lost;
 };
 
+/*
+ * Delivers, now, the events the kernel has already handed over but the loop has not read yet
+ * (BPF and netlink sources; the poll source learns only at its next scan). A caller about to
+ * answer from state the events maintain calls this first, so a process that existed before the
+ * request is never missing because its event was still queued.
+ */
+void proctrace_drain(struct proctrace *t);
+
 /* Stores the counters of @t in *ret. */
 void proctrace_stats(const struct proctrace *t, struct proctrace_stats *ret);

@@ -256,6 +256,9 @@ static int get_snapshot(struct routes *r, uint64_t fields, bool threads, struct 
 	struct proc_snapshot *snap = NULL;
 	int e;
 
+	/* Events still queued in the kernel would change the live table: take them first. */
+	if (r->lifecycle)
+		lifecycle_drain(r->lifecycle);
 	if (r->cache && r->cache_threads == threads && (r->cache_fields & fields) == fields &&
 	    (start - r->cache_time) * 1000.0 <= r->cfg->scan_max_age_ms) {
 		/* The live table: the snapshot, patched with what the events changed since. */
