@@ -271,8 +271,11 @@ static int conn_send(struct relay_conn *c, Frame *f, struct evbuffer *src, const
 	 * Backpressure: a peer that does not read what it is sent is not read either, so it cannot
 	 * make the relay queue answers (OVERLOADED replies included) without bound. Frames routed
 	 * to it from others are refused or dropped by conn_overloaded() at the routing points.
+	 * A responder with requests in flight is still read: its replies are what drains its
+	 * queue, and a responder that blocks writing a reply before it reads the next request
+	 * would otherwise deadlock with the relay (and be closed as a slow consumer).
 	 */
-	if (!c->read_paused && !c->closing && conn_overloaded(c)) {
+	if (!c->read_paused && !c->closing && !c->serving && conn_overloaded(c)) {
 		c->read_paused = true;
 		c->relay->stats.read_pauses++;
 		bufferevent_disable(c->bev, EV_READ);
