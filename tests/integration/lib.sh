@@ -139,3 +139,22 @@ pki_issue() {
 		-set_serial "0x$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" -days 2 \
 		-extfile "$out.ext" -out "$out.pem" 2>/dev/null
 }
+
+# mc_start CONF: starts a middlecon relay with CONF (and debug logging) under $T_TMP and waits for
+# its socket; sets RUN, SOCK, LOG and MC_PID. Exits the script if the relay does not start.
+mc_start() {
+	RUN=$T_TMP/run
+	SOCK=$RUN/middlecon.sock
+	LOG=$T_TMP/middlecon.log
+	"$B/bin/middlecon" --config "$1" --rundir "$RUN" --state-dir "$T_TMP/state" \
+		--log-level debug 2>"$LOG" &
+	MC_PID=$!
+	T_PIDS+=("$MC_PID")
+	for _ in $(seq 1 100); do
+		[ -S "$SOCK" ] && return 0
+		sleep 0.05
+	done
+	echo "# middlecon did not start"
+	sed 's/^/#   /' "$LOG"
+	exit 1
+}

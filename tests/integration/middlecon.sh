@@ -9,18 +9,7 @@
 MC=$B/tests/mc_client
 [ -x "$B/bin/middlecon" ] && [ -x "$MC" ] || skip_all "build middlecon and mc_client first"
 
-RUN=$T_TMP/run
-SOCK=$RUN/middlecon.sock
-LOG=$T_TMP/middlecon.log
-"$B/bin/middlecon" --config /dev/null --rundir "$RUN" --state-dir "$T_TMP/state" \
-	--log-level debug 2>"$LOG" &
-MC_PID=$!
-T_PIDS+=("$MC_PID")
-for _ in $(seq 1 100); do
-	[ -S "$SOCK" ] && break
-	sleep 0.05
-done
-[ -S "$SOCK" ] || { echo "# middlecon did not start"; sed 's/^/#   /' "$LOG"; exit 1; }
+mc_start /dev/null
 
 mc() { timeout 10 "$MC" -s "$SOCK" "$@"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }

@@ -45,18 +45,7 @@ check "unknown principal kind is an error" grep -q "invalid principal 'pid=3'" <
 out=$(bad_conf 'acl_default = maybe')
 check "acl_default must be allow or deny" grep -q "acl_default must be 'allow' or 'deny'" <<<"$out"
 
-RUN=$T_TMP/run
-SOCK=$RUN/middlecon.sock
-LOG=$T_TMP/middlecon.log
-"$B/bin/middlecon" --config "$CONF" --rundir "$RUN" --state-dir "$T_TMP/state" \
-	--log-level debug 2>"$LOG" &
-MC_PID=$!
-T_PIDS+=("$MC_PID")
-for _ in $(seq 1 100); do
-	[ -S "$SOCK" ] && break
-	sleep 0.05
-done
-[ -S "$SOCK" ] || { echo "# middlecon did not start"; sed 's/^/#   /' "$LOG"; exit 1; }
+mc_start "$CONF"
 
 mc() { timeout 10 "$MC" -s "$SOCK" "$@"; }
 mc_nobody() { timeout 10 "${NOBODY[@]}" "$MC" -s "$SOCK" "$@"; }

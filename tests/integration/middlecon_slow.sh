@@ -10,21 +10,9 @@
 MC=$B/tests/mc_client
 [ -x "$B/bin/middlecon" ] && [ -x "$MC" ] || skip_all "build middlecon and mc_client first"
 
-RUN=$T_TMP/run
-SOCK=$RUN/middlecon.sock
-LOG=$T_TMP/middlecon.log
 printf 'output_buffer_kb = 64\nslow_consumer_timeout_ms = 3000\n' >"$T_TMP/slow.conf"
 # Under ASan, freed chunks sit in a 256 MiB quarantine by default and would read as growth.
-ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=8 \
-	"$B/bin/middlecon" --config "$T_TMP/slow.conf" --rundir "$RUN" --state-dir "$T_TMP/state" \
-	--log-level debug 2>"$LOG" &
-MC_PID=$!
-T_PIDS+=("$MC_PID")
-for _ in $(seq 1 100); do
-	[ -S "$SOCK" ] && break
-	sleep 0.05
-done
-[ -S "$SOCK" ] || { echo "# middlecon did not start"; sed 's/^/#   /' "$LOG"; exit 1; }
+ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=8 mc_start "$T_TMP/slow.conf"
 
 mc() { timeout 10 "$MC" -s "$SOCK" "$@"; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$MC_PID/status"; }
