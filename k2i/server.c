@@ -1,9 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "k2i/server.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -27,6 +25,7 @@
 #include "libcommon/cleanup.h"
 #include "libcommon/http.h"
 #include "libcommon/log.h"
+#include "libcommon/netaddr.h"
 #include "libcommon/tls.h"
 
 /* Stop reading pipelined HTTP/1.1 requests while this much output is queued. */
@@ -367,28 +366,6 @@ static void conn_event_cb(struct bufferevent *bev, short events, void *userdata)
 		conn_free(c);
 }
 
-static void format_addr(const struct sockaddr *sa, char *buf, size_t size)
-{
-	char host[INET6_ADDRSTRLEN] = "?";
-	unsigned port = 0;
-
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-
-		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-		port = ntohs(in->sin_port);
-		snprintf(buf, size, "%s:%u", host, port);
-	} else if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-
-		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-		port = ntohs(in6->sin6_port);
-		snprintf(buf, size, "[%s]:%u", host, port);
-	} else {
-		snprintf(buf, size, "?");
-	}
-}
-
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		      int socklen, void *userdata)
 {
@@ -419,7 +396,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	c->cfg = s->cfg;
 	c->routes = s->routes;
 	c->metrics = s->metrics;
-	format_addr(sa, c->addr, sizeof(c->addr));
+	netaddr_format(sa, c->addr, sizeof(c->addr));
 	c->bev = bufferevent_openssl_socket_new(s->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
 						BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (!c->bev) {
@@ -449,90 +426,6 @@ static void accept_error_cb(struct evconnlistener *l, void *userdata)
 	log_warn_errno(e, "accept() failed: %m, ignoring");
 }
 
-/* Splits "ADDR:PORT", "[V6]:PORT" or ":PORT" into host (NULL for every address) and port. */
-static int parse_listen(const char *spec, char **ret_host, char **ret_port)
-{
-	_cleanup_free_ char *host = NULL;
-	const char *colon, *port;
-
-	if (spec[0] == '[') {
-		const char *end = strchr(spec, ']');
-
-		if (!end || end[1] != ':')
-			return -EINVAL;
-		host = strndup(spec + 1, (size_t)(end - spec - 1));
-		port = end + 2;
-	} else {
-		colon = strrchr(spec, ':');
-		if (!colon)
-			return -EINVAL;
-		if (colon != spec)
-			host = strndup(spec, (size_t)(colon - spec));
-		port = colon + 1;
-	}
-	if ((spec[0] == '[' || spec[0] != ':') && !host)
-		return -ENOMEM;
-	if (!*port || strspn(port, "0123456789") != strlen(port) || strlen(port) > 5)
-		return -EINVAL;
-	*ret_port = strdup(port);
-	if (!*ret_port)
-		return -ENOMEM;
-	*ret_host = TAKE_PTR(host);
-	return 0;
-}
-
-/* Binds one socket. For the wildcard, an IPv6 socket that also accepts IPv4 when possible. */
-static int bind_one(const char *host, const char *port, int *ret_fd, char *ret_addr,
-		    size_t addr_size)
-{
-	struct addrinfo hints = {
-		.ai_socktype = SOCK_STREAM,
-		.ai_flags = AI_PASSIVE | AI_NUMERICSERV,
-		.ai_family = host ? AF_UNSPEC : AF_INET6,
-	};
-	struct addrinfo *res = NULL;
-	_cleanup_close_ int fd = -EBADF;
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	int one = 1, zero = 0, r;
-
-	r = getaddrinfo(host, port, &hints, &res);
-	if (r != 0 && !host) {
-		hints.ai_family = AF_INET; /* no IPv6 on this host */
-		r = getaddrinfo(NULL, port, &hints, &res);
-	}
-	if (r != 0)
-		return r == EAI_SYSTEM ? negative_errno() : -EADDRNOTAVAIL;
-
-	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0 && !host && res->ai_family == AF_INET6) {
-		freeaddrinfo(res);
-		hints.ai_family = AF_INET;
-		if (getaddrinfo(NULL, port, &hints, &res) != 0)
-			return -EADDRNOTAVAIL;
-		fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	}
-	if (fd < 0) {
-		r = negative_errno();
-		freeaddrinfo(res);
-		return r;
-	}
-	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (!host && res->ai_family == AF_INET6)
-		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
-	r = RET_NERRNO(bind(fd, res->ai_addr, res->ai_addrlen));
-	freeaddrinfo(res);
-	if (r < 0)
-		return r;
-	r = RET_NERRNO(listen(fd, LISTEN_BACKLOG));
-	if (r < 0)
-		return r;
-	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-		format_addr((struct sockaddr *)&ss, ret_addr, addr_size);
-	*ret_fd = TAKE_FD(fd);
-	return 0;
-}
-
 int server_new(struct event_base *base, const struct k2i_config *cfg, SSL_CTX *ssl_ctx,
 	       struct routes *routes, struct k2i_metrics *metrics, struct k2i_server **ret)
 {
@@ -560,7 +453,8 @@ int server_new(struct event_base *base, const struct k2i_config *cfg, SSL_CTX *s
 		char addr[64] = "?";
 		int fd = -EBADF;
 
-		r = parse_listen(cfg->listen[i], &host, &port);
+		/* No default port: k2i's listen addresses always name one. */
+		r = netaddr_split(cfg->listen[i], NULL, &host, &port);
 		if (r < 0) {
 			log_err_errno(r,
 				      "Invalid listen address '%s' (expected ADDR:PORT, "
@@ -568,7 +462,7 @@ int server_new(struct event_base *base, const struct k2i_config *cfg, SSL_CTX *s
 				      cfg->listen[i]);
 			break;
 		}
-		r = bind_one(host, port, &fd, addr, sizeof(addr));
+		r = netaddr_listen_tcp(host, port, LISTEN_BACKLOG, &fd, addr, sizeof(addr));
 		if (r < 0) {
 			log_err_errno(r, "Cannot listen on '%s': %m", cfg->listen[i]);
 			break;

@@ -9,7 +9,8 @@ LIBCOMMON_SRCS := \
 	libcommon/conf.c \
 	libcommon/http.c \
 	libcommon/paths.c \
-	libcommon/proto_io.c
+	libcommon/proto_io.c \
+	libcommon/netaddr.c
 
 LIBCOMMON_OBJS := $(LIBCOMMON_SRCS:%.c=$(B)/obj/%.o)
 LIBCOMMON := $(B)/libcommon.a
