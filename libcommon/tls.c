@@ -623,6 +623,17 @@ static int cert_identity(X509 *cert, char **ret)
 	return printable_dup((const unsigned char *)cn, strlen(cn), ret);
 }
 
+int tls_cert_file_identity(const char *path, char **ret)
+{
+	_cleanup_(tls_x509_stack_freep) STACK_OF(X509) *certs = NULL;
+	int r;
+
+	r = tls_load_certs(path, &certs);
+	if (r < 0)
+		return r;
+	return cert_identity(sk_X509_value(certs, 0), ret);
+}
+
 int tls_peer_check(SSL *ssl, char *const *allowed_sans, char **ret_identity)
 {
 	_cleanup_free_ char *identity = NULL;

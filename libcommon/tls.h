@@ -141,6 +141,13 @@ enum tls_peer_status {
  */
 int tls_peer_check(SSL *ssl, char *const *allowed_sans, char **ret_identity);
 
+/*
+ * Sets *ret (caller frees) to the identity of the first certificate in the PEM file @path, as
+ * tls_peer_check() names a peer: its first dNSName, else its subject CN; NULL if it has neither.
+ * Returns 0, or the errors of tls_load_certs().
+ */
+int tls_cert_file_identity(const char *path, char **ret);
+
 /* Returns "ok", "no-cert", "untrusted" or "name-denied"; "unknown" for other values. */
 const char *tls_peer_status_to_string(enum tls_peer_status status);
 

@@ -20,11 +20,13 @@ enum principal_kind {
 	PRINCIPAL_ANY,
 	PRINCIPAL_UID,
 	PRINCIPAL_GID,
+	PRINCIPAL_NODE, /* callers relayed by the peer node of this name (its certificate) */
 };
 
 struct principal {
 	enum principal_kind kind;
 	uint32_t id; /* PRINCIPAL_UID/GID */
+	char *node; /* PRINCIPAL_NODE, owned */
 };
 
 struct acl_rule {
@@ -52,6 +54,13 @@ static const struct {
 	{ "deny_call", ACL_CALL, false },
 };
 
+static void rule_done(struct acl_rule *rule)
+{
+	free(rule->prefix);
+	for (size_t p = 0; p < rule->n_principals; p++)
+		free(rule->principals[p].node);
+}
+
 struct acl *acl_new(void)
 {
 	struct acl *a = calloc(1, sizeof(*a));
@@ -66,7 +75,7 @@ struct acl *acl_free(struct acl *a)
 	if (!a)
 		return NULL;
 	for (size_t i = 0; i < a->n_rules; i++)
-		free(a->rules[i].prefix);
+		rule_done(&a->rules[i]);
 	free(a->rules);
 	free(a);
 	return NULL;
@@ -152,7 +161,18 @@ static int parse_principal(const char *tok, struct principal *ret, char **ret_er
 		*ret = (struct principal){ .kind = PRINCIPAL_GID, .id = id };
 		return 0;
 	}
-	return fail(ret_error, "invalid principal '%s' (expected uid=USER, gid=GROUP or *)", tok);
+	if ((v = startswith(tok, "node="))) {
+		/* Node names are host names: the identity in a peer's certificate. */
+		if (!*v || strlen(v) > 253 ||
+		    strspn(v,
+			   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") !=
+			    strlen(v))
+			return fail(ret_error, "invalid node name '%s'", v);
+		*ret = (struct principal){ .kind = PRINCIPAL_NODE, .node = strdup(v) };
+		return ret->node ? 0 : -ENOMEM;
+	}
+	return fail(ret_error,
+		    "invalid principal '%s' (expected uid=USER, gid=GROUP, node=NAME or *)", tok);
 }
 
 int acl_add(struct acl *a, const char *key, const char *value, char **ret_error)
@@ -183,16 +203,21 @@ int acl_add(struct acl *a, const char *key, const char *value, char **ret_error)
 		return fail(ret_error, "invalid prefix '%s' (name characters only, or '>' for all)",
 			    tok[0]);
 	for (i = 1; i < n; i++) {
-		r = parse_principal(tok[i], &rule.principals[rule.n_principals++], ret_error);
-		if (r < 0)
+		r = parse_principal(tok[i], &rule.principals[rule.n_principals], ret_error);
+		if (r < 0) {
+			rule_done(&rule);
 			return r;
+		}
+		rule.n_principals++;
 	}
 	rule.prefix = strdup(strcmp(tok[0], ">") == 0 ? "" : tok[0]);
-	if (!rule.prefix)
+	if (!rule.prefix) {
+		rule_done(&rule);
 		return -ENOMEM;
+	}
 	rules = reallocarray(a->rules, a->n_rules + 1, sizeof(*rules));
 	if (!rules) {
-		free(rule.prefix);
+		rule_done(&rule);
 		return -ENOMEM;
 	}
 	rules[a->n_rules++] = rule;
@@ -200,16 +225,23 @@ int acl_add(struct acl *a, const char *key, const char *value, char **ret_error)
 	return 0;
 }
 
-static bool rule_matches(const struct acl_rule *rule, uint32_t uid, uint32_t gid)
+static bool rule_matches(const struct acl_rule *rule, const struct acl_subject *who)
 {
 	for (size_t i = 0; i < rule->n_principals; i++) {
 		const struct principal *p = &rule->principals[i];
 
-		if (p->kind == PRINCIPAL_ANY || (p->kind == PRINCIPAL_UID && p->id == uid) ||
-		    (p->kind == PRINCIPAL_GID && p->id == gid))
+		if (p->kind == PRINCIPAL_ANY || (p->kind == PRINCIPAL_UID && p->id == who->uid) ||
+		    (p->kind == PRINCIPAL_GID && p->id == who->gid) ||
+		    (p->kind == PRINCIPAL_NODE && who->node && strcmp(p->node, who->node) == 0))
 			return true;
 	}
 	return false;
+}
+
+/* Root is trusted only where the kernel vouches for it: a local caller, never a peer's claim. */
+static bool is_local_root(const struct acl_subject *who)
+{
+	return !who->node && who->uid == 0;
 }
 
 /*
@@ -219,8 +251,8 @@ static bool rule_matches(const struct acl_rule *rule, uint32_t uid, uint32_t gid
  * rules that do not name the peer falls through to the next shorter prefix. No prefix left:
  * root is admitted, everyone else gets the default.
  */
-static bool decide(const struct acl *a, enum acl_op op, const char *name, size_t len, uint32_t uid,
-		   uint32_t gid, const char **ret_prefix)
+static bool decide(const struct acl *a, enum acl_op op, const char *name, size_t len,
+		   const struct acl_subject *who, const char **ret_prefix)
 {
 	size_t bound = len + 1; /* prefixes strictly shorter than this are still candidates */
 
@@ -250,16 +282,16 @@ static bool decide(const struct acl *a, enum acl_op op, const char *name, size_t
 				continue;
 			if (rule->allow) {
 				has_allow = true;
-				allow_hit = allow_hit || rule_matches(rule, uid, gid);
+				allow_hit = allow_hit || rule_matches(rule, who);
 			} else {
-				deny_hit = deny_hit || rule_matches(rule, uid, gid);
+				deny_hit = deny_hit || rule_matches(rule, who);
 			}
 		}
 		if (ret_prefix)
 			*ret_prefix = best->prefix[0] ? best->prefix : ">";
 		if (deny_hit)
 			return false;
-		if (allow_hit || uid == 0)
+		if (allow_hit || is_local_root(who))
 			return true;
 		if (has_allow)
 			return false;
@@ -267,7 +299,7 @@ static bool decide(const struct acl *a, enum acl_op op, const char *name, size_t
 	}
 	if (ret_prefix)
 		*ret_prefix = NULL;
-	return uid == 0 || a->default_allow;
+	return is_local_root(who) || a->default_allow;
 }
 
 /* The length of @pattern's literal part: everything before its first wildcard token. */
@@ -286,12 +318,12 @@ static size_t literal_len(const char *pattern)
 	}
 }
 
-bool acl_check(const struct acl *a, enum acl_op op, const char *name, bool pattern, uint32_t uid,
-	       uint32_t gid, const char **ret_prefix)
+bool acl_check(const struct acl *a, enum acl_op op, const char *name, bool pattern,
+	       const struct acl_subject *who, const char **ret_prefix)
 {
 	size_t lit = pattern ? literal_len(name) : strlen(name);
 
-	if (!decide(a, op, name, lit, uid, gid, ret_prefix))
+	if (!decide(a, op, name, lit, who, ret_prefix))
 		return false;
 	if (lit == strlen(name))
 		return true;
@@ -305,7 +337,7 @@ bool acl_check(const struct acl *a, enum acl_op op, const char *name, bool patte
 		if (rule->op != op || strlen(rule->prefix) <= lit ||
 		    strncmp(rule->prefix, name, lit) != 0)
 			continue;
-		if (!decide(a, op, rule->prefix, strlen(rule->prefix), uid, gid, ret_prefix))
+		if (!decide(a, op, rule->prefix, strlen(rule->prefix), who, ret_prefix))
 			return false;
 	}
 	return true;
@@ -326,6 +358,8 @@ void acl_print(const struct acl *a, FILE *out)
 
 			if (pr->kind == PRINCIPAL_ANY)
 				fprintf(out, " *");
+			else if (pr->kind == PRINCIPAL_NODE)
+				fprintf(out, " node=%s", pr->node);
 			else
 				fprintf(out, " %s=%u", pr->kind == PRINCIPAL_UID ? "uid" : "gid",
 					pr->id);

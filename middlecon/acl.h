@@ -13,7 +13,12 @@
  *
  * PREFIX is compared as a string with the start of the name ("vm." covers "vm.a.pause" but not
  * "vmx.a"); ">" stands for the empty prefix (every name). A PRINCIPAL is uid=USER, gid=GROUP
- * (names or numbers) or "*" (anyone).
+ * (names or numbers), node=NAME (any caller relayed by that peer node) or "*" (anyone).
+ *
+ * Remote callers (requests that came over a peer link) are judged by the node name of the link's
+ * certificate and by the uid and gid their node asserts: uid= and gid= rules apply to them as to
+ * local callers. Root's exemption is for local callers only: a uid 0 asserted by a peer is just a
+ * number.
  */
 
 #include <stdbool.h>
@@ -27,6 +32,15 @@ enum acl_op {
 	ACL_CALL, /* REQUEST, PUBLISH and SUBSCRIBE */
 	_ACL_OP_MAX,
 };
+
+/* Who asks: the kernel's credentials of a local caller, or a remote caller as its node vouches. */
+struct acl_subject {
+	uint32_t uid, gid; /* a remote caller's as asserted by its node; ACL_ID_UNKNOWN if none */
+	const char *node; /* the peer node that relayed the call (borrowed); NULL: a local caller */
+};
+
+/* A uid or gid nobody has: matches no uid=/gid= principal. */
+#define ACL_ID_UNKNOWN UINT32_MAX
 
 /* Returns an empty rule set whose default is allow, or NULL on OOM. */
 struct acl *acl_new(void);
@@ -48,14 +62,14 @@ int acl_add(struct acl *a, const char *key, const char *value, char **ret_error)
 void acl_set_default(struct acl *a, bool allow);
 
 /*
- * Decides whether the peer @uid/@gid may do @op on @name. With @pattern, @name may hold the
+ * Decides whether @who (borrowed) may do @op on @name. With @pattern, @name may hold the
  * wildcards * and >; then every rule whose prefix the pattern could reach must allow it, so
  * "REGISTER >" cannot capture names under a protected prefix. Returns true if allowed. If
  * @ret_prefix is not NULL it is set to the prefix of the deciding rule (borrowed from @a; ">"
  * for the empty prefix) or NULL when the default decided.
  */
-bool acl_check(const struct acl *a, enum acl_op op, const char *name, bool pattern, uint32_t uid,
-	       uint32_t gid, const char **ret_prefix);
+bool acl_check(const struct acl *a, enum acl_op op, const char *name, bool pattern,
+	       const struct acl_subject *who, const char **ret_prefix);
 
 /* Writes the rules to @out as "key = value" lines with numeric ids, in file order. */
 void acl_print(const struct acl *a, FILE *out);

@@ -24,7 +24,7 @@ ALL_OBJS += $(MCCTL_OBJS)
 BINS += $(B)/bin/mcctl
 all: $(LIBMIDDLECON) $(B)/examples/mc_echo
 
-$(MCCTL_OBJS): PKG_CFLAGS := $(call pkg_cflags,$(LIBMIDDLECON_PKGS))
+$(MCCTL_OBJS): PKG_CFLAGS := $(call pkg_cflags,$(LIBMIDDLECON_PKGS) jansson)
 $(MCCTL_OBJS): | $(PROTO_GEN_HDRS)
 
 $(LIBMIDDLECON): $(LIBMIDDLECON_OBJS)
@@ -35,7 +35,7 @@ $(LIBMIDDLECON): $(LIBMIDDLECON_OBJS)
 $(B)/bin/mcctl: $(B)/obj/middlecon/mcctl.o $(LIBMIDDLECON) $(LIBCOMMON)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(BASE_LDFLAGS) -o $@ $^ $(call pkg_libs,$(LIBMIDDLECON_PKGS))
+	$(Q)$(CC) $(BASE_LDFLAGS) -o $@ $^ $(call pkg_libs,$(LIBMIDDLECON_PKGS) jansson)
 
 $(B)/examples/mc_echo: $(B)/obj/middlecon/examples/echo.o $(LIBMIDDLECON)
 	@mkdir -p $(@D)
@@ -43,11 +43,12 @@ $(B)/examples/mc_echo: $(B)/obj/middlecon/examples/echo.o $(LIBMIDDLECON)
 	$(Q)$(CC) $(BASE_LDFLAGS) -o $@ $^ $(call pkg_libs,$(LIBMIDDLECON_PKGS))
 
 # The relay daemon.
-MIDDLECON_PKGS := libevent libprotobuf-c jansson
+MIDDLECON_PKGS := libevent libevent_openssl openssl libprotobuf-c jansson
 MIDDLECON_SRCS := \
 	middlecon/acl.c \
 	middlecon/config.c \
 	middlecon/relay.c \
+	middlecon/peer.c \
 	middlecon/main.c
 MIDDLECON_OBJS := $(MIDDLECON_SRCS:%.c=$(B)/obj/%.o)
 ALL_OBJS += $(MIDDLECON_OBJS)

@@ -42,6 +42,29 @@ static const struct conf_item items[] = {
 	     "allow or deny names no ACL rule covers (root is always allowed there); rules: "
 	     "allow_register|deny_register|allow_call|deny_call = PREFIX uid=U,gid=G,*"),
 	ITEM("log_level", CONF_LOG_LEVEL, log_level, 0, 0, "err, warning, notice, info or debug"),
+	ITEM("node_name", CONF_STRING, node_name, 0, 0,
+	     "this node's name (default: the identity in tls_cert)"),
+	ITEM("listen", CONF_STRV, listen, 0, 0,
+	     "peer link listen addresses, ADDR[:PORT] (port " MIDDLECON_PEER_PORT ")"),
+	ITEM("peers", CONF_STRV, peers, 0, 0, "peers to link to, HOST[:PORT]"),
+	ITEM("peer_dns", CONF_STRV, peer_dns, 0, 0,
+	     "DNS names whose every A/AAAA record is a peer, NAME[:PORT]"),
+	ITEM("peer_dns_refresh_s", CONF_U32, peer_dns_refresh_s, 1, 86400,
+	     "how often peer_dns is resolved again, s"),
+	ITEM("tls_cert", CONF_STRING, tls_cert, 0, 0,
+	     "node certificate chain (PEM; default generated in state_dir)"),
+	ITEM("tls_key", CONF_STRING, tls_key, 0, 0, "node private key (PEM)"),
+	ITEM("tls_ca", CONF_STRING, tls_ca, 0, 0, "CA bundle that signs every node (PEM)"),
+	ITEM("peer_heartbeat_ms", CONF_U32, peer_heartbeat_ms, 50, 600 * 1000,
+	     "PING interval on a link, ms"),
+	ITEM("peer_timeout_ms", CONF_U32, peer_timeout_ms, 100, 3600 * 1000,
+	     "a link silent this long is dead, ms"),
+	ITEM("peer_backoff_min_ms", CONF_U32, peer_backoff_min_ms, 10, 3600 * 1000,
+	     "first reconnect delay, ms"),
+	ITEM("peer_backoff_max_ms", CONF_U32, peer_backoff_max_ms, 10, 3600 * 1000,
+	     "longest reconnect delay, ms"),
+	ITEM("peer_max_inflight", CONF_U32, peer_max_inflight, 1, 16 * 1024 * 1024,
+	     "requests one peer node may have in flight here"),
 };
 
 const struct conf_item *const middlecon_config_items = items;
@@ -60,6 +83,12 @@ int middlecon_config_init(struct middlecon_config *c)
 		.slow_consumer_timeout_ms = 10000,
 		.acl_default_allow = true,
 		.log_level = LOG_INFO,
+		.peer_dns_refresh_s = 30,
+		.peer_heartbeat_ms = 1000,
+		.peer_timeout_ms = 3000,
+		.peer_backoff_min_ms = 100,
+		.peer_backoff_max_ms = 5000,
+		.peer_max_inflight = 65536,
 	};
 	/* Allow by default: a single-host start works before anyone writes rules. */
 	c->acl_default = strdup("allow");
@@ -157,5 +186,36 @@ int middlecon_config_validate(struct middlecon_config *c, char **ret_error)
 		return -EINVAL;
 	}
 	acl_set_default(c->acl, c->acl_default_allow);
+	if (c->peer_backoff_min_ms > c->peer_backoff_max_ms) {
+		*ret_error = strdup("peer_backoff_min_ms must not exceed peer_backoff_max_ms");
+		return -EINVAL;
+	}
+	if (c->peer_timeout_ms <= c->peer_heartbeat_ms) {
+		*ret_error = strdup("peer_timeout_ms must exceed peer_heartbeat_ms");
+		return -EINVAL;
+	}
+	if ((c->tls_cert || c->tls_key || c->tls_ca) && !(c->tls_cert && c->tls_key && c->tls_ca)) {
+		*ret_error = strdup("tls_cert, tls_key and tls_ca must be set together");
+		return -EINVAL;
+	}
+	if (c->node_name && !node_name_valid(c->node_name)) {
+		if (asprintf(ret_error, "invalid node_name '%s'", c->node_name) < 0)
+			*ret_error = NULL;
+		return -EINVAL;
+	}
 	return 0;
+}
+
+bool middlecon_config_mesh(const struct middlecon_config *c)
+{
+	return strv_length(c->listen) > 0 || strv_length(c->peers) > 0 ||
+	       strv_length(c->peer_dns) > 0;
+}
+
+bool node_name_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n > 0 && n <= NODE_NAME_MAX &&
+	       strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") == n;
 }

@@ -13,7 +13,7 @@ struct conf_item;
 #define MIDDLECON_DEFAULT_CONFIG "/etc/k2i/middlecon.conf"
 
 struct middlecon_config {
-	char *state_dir; /* persistent state (TLS material for peer links, later) */
+	char *state_dir; /* persistent state: generated TLS material for peer links */
 	char *rundir; /* runtime files; the socket defaults to <rundir>/middlecon.sock */
 	char *socket; /* the local socket's path; NULL until middlecon_config_validate() */
 	uint32_t max_frame_kb; /* largest frame (4 + frame_len) accepted or sent, in KiB */
@@ -30,7 +30,32 @@ struct middlecon_config {
 	bool acl_default_allow; /* acl_default, parsed by middlecon_config_validate() */
 	struct acl *acl; /* owned; the allow_* and deny_* rules, never NULL after _init() */
 	int log_level;
+
+	/*
+	 * The mesh (docs/middlecon-protocol.md, "Across hosts"). Peer links exist only when listen,
+	 * peers or peer_dns is set; a relay with none of them serves its host alone.
+	 */
+	char *node_name; /* this node's name: the identity in tls_cert; NULL = from tls_cert */
+	char **listen; /* peer link listen addresses, ADDR[:PORT] (strv) */
+	char **peers; /* peers to dial, HOST[:PORT] (strv) */
+	char **peer_dns; /* DNS names whose every address is a peer, NAME[:PORT] (strv) */
+	uint32_t peer_dns_refresh_s; /* how often peer_dns is resolved again */
+	char *tls_cert, *tls_key, *tls_ca; /* NULL = generated in state_dir (certgen.h) */
+	uint32_t peer_heartbeat_ms; /* PING interval on an idle link */
+	uint32_t peer_timeout_ms; /* a link that received nothing this long is dead */
+	uint32_t peer_backoff_min_ms, peer_backoff_max_ms; /* reconnect delay range */
+	uint32_t peer_max_inflight; /* requests one peer node may have in flight here */
 };
+
+/* The default TCP port of peer links. */
+#define MIDDLECON_PEER_PORT "9401"
+
+/* Node names are host names: 1..253 bytes of letters, digits, '.', '-' and '_'. */
+#define NODE_NAME_MAX 253
+bool node_name_valid(const char *s);
+
+/* Whether @c asks for peer links at all. */
+bool middlecon_config_mesh(const struct middlecon_config *c);
 
 /* The key table of middlecon.conf (also used for --check-config). */
 extern const struct conf_item *const middlecon_config_items;

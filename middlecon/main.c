@@ -36,6 +36,10 @@ enum {
 	ARG_RUNDIR,
 	ARG_SOCKET,
 	ARG_VERSION,
+	ARG_LISTEN,
+	ARG_PEER,
+	ARG_PEER_DNS,
+	ARG_NODE_NAME,
 };
 
 static const struct option options[] = {
@@ -45,6 +49,10 @@ static const struct option options[] = {
 	{ "state-dir", required_argument, NULL, ARG_STATE_DIR },
 	{ "rundir", required_argument, NULL, ARG_RUNDIR },
 	{ "socket", required_argument, NULL, ARG_SOCKET },
+	{ "listen", required_argument, NULL, ARG_LISTEN },
+	{ "peer", required_argument, NULL, ARG_PEER },
+	{ "peer-dns", required_argument, NULL, ARG_PEER_DNS },
+	{ "node-name", required_argument, NULL, ARG_NODE_NAME },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, ARG_VERSION },
 	{},
@@ -62,6 +70,14 @@ static const char *option_key(int opt)
 		return "rundir";
 	case ARG_SOCKET:
 		return "socket";
+	case ARG_LISTEN:
+		return "listen";
+	case ARG_PEER:
+		return "peers";
+	case ARG_PEER_DNS:
+		return "peer_dns";
+	case ARG_NODE_NAME:
+		return "node_name";
 	default:
 		return NULL;
 	}
@@ -78,6 +94,11 @@ static void help(void)
 	       "      --state-dir DIR    persistent state\n"
 	       "      --rundir DIR       runtime files (the socket's default directory)\n"
 	       "      --socket PATH      local socket (default <rundir>/middlecon.sock)\n"
+	       "      --listen ADDR[:PORT]  accept peer links (mutual TLS; port " MIDDLECON_PEER_PORT
+	       ")\n"
+	       "      --peer HOST[:PORT]    link to this peer (repeatable)\n"
+	       "      --peer-dns NAME[:PORT]  link to every address NAME resolves to\n"
+	       "      --node-name NAME   this node's name (default: its certificate's)\n"
 	       "  -h, --help             show this help\n"
 	       "      --version          show the version\n\n"
 	       "Access control (in the configuration file, repeatable; see\n"
@@ -107,6 +128,7 @@ static int usage_error(const char *what, const char *arg)
  */
 static int parse_argv(int argc, char **argv, struct middlecon_config *cfg, bool apply)
 {
+	bool seen[ARG_NODE_NAME + 1] = { false };
 	int opt, r;
 
 	optind = 1;
@@ -128,8 +150,10 @@ static int parse_argv(int argc, char **argv, struct middlecon_config *cfg, bool 
 			arg_usage_error = true;
 			return -EINVAL;
 		} else if (key && apply) {
+			/* The first of a repeatable flag replaces the file's list; later ones add. */
 			r = conf_set(middlecon_config_items, middlecon_config_n_items, cfg, key,
-				     optarg, true);
+				     optarg, !seen[opt]);
+			seen[opt] = true;
 			if (r == -ENOMEM)
 				return log_oom();
 			if (r < 0)

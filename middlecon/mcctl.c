@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "libcommon/cleanup.h"
 #include "libcommon/fdutil.h"
 #include "libcommon/paths.h"
@@ -39,6 +41,8 @@ extern char **environ;
 static const char *arg_socket;
 static const char *arg_method = "";
 static unsigned arg_timeout_ms;
+static const char *arg_node; /* --node: ask that node's relay ($sys.*@NODE) */
+static bool arg_json;
 
 DEFINE_CLEANUP_FUNC(struct mc_client, mc_client_free)
 DEFINE_CLEANUP_FUNC(struct mc_reply, mc_reply_free)
@@ -54,6 +58,8 @@ static void help(void)
 	       "                          the reply; a non-zero exit answers BAD_REQUEST\n"
 	       "  list                    registered names ($sys.list, JSON)\n"
 	       "  stats                   relay counters ($sys.stats, JSON)\n"
+	       "  peers                   links to other nodes: state, round-trip time, routes\n"
+	       "                          ($sys.peers; --json for the JSON)\n"
 	       "  pub NAME [DATA]         publish DATA (or stdin) under NAME\n"
 	       "  sub PATTERN             print each message published under PATTERN, one a line\n"
 	       "\n"
@@ -61,6 +67,9 @@ static void help(void)
 	       "  -s, --socket PATH       the relay's socket (default <rundir>/middlecon.sock)\n"
 	       "  -m, --method METHOD     the method of a call\n"
 	       "  -t, --timeout MS        a call's deadline (default: the relay's, 30 s)\n"
+	       "  -n, --node NODE         list, stats, peers: ask the relay of node NODE\n"
+	       "      --json              peers: print the JSON\n"
+	       "NAME@NODE calls NAME on node NODE only.\n"
 	       "  -h, --help              this text\n"
 	       "\n"
 	       "Exit status of call, list and stats: 0 OK, 1 local failure (no relay, ...),\n"
@@ -383,12 +392,89 @@ static int do_sub(const char *pattern)
 	return MCCTL_EXIT_FAILURE;
 }
 
+/* The $sys service @what, on --node's relay if set. Returns a malloc'ed name or NULL. */
+static char *sys_name(const char *what)
+{
+	char *n = NULL;
+
+	if (asprintf(&n, "$sys.%s%s%s", what, arg_node ? "@" : "", arg_node ? arg_node : "") < 0)
+		return NULL;
+	return n;
+}
+
+/* peers: $sys.peers as a table of links, then the peers that are not linked and why. */
+static int do_peers(void)
+{
+	_cleanup_(mc_client_freep) struct mc_client *c = NULL;
+	_cleanup_(mc_reply_freep) struct mc_reply *reply = NULL;
+	_cleanup_free_ char *name = sys_name("peers");
+	json_auto_t *j = NULL;
+	json_error_t err;
+	json_t *v;
+	size_t i;
+	int r;
+
+	if (!name)
+		return MCCTL_EXIT_FAILURE;
+	if (arg_json)
+		return do_call(name, NULL, 0, true);
+	if (connect_relay(&c) < 0)
+		return MCCTL_EXIT_FAILURE;
+	r = mc_call(c, name, "", NULL, 0, (int)arg_timeout_ms, &reply);
+	if (r < 0) {
+		fprintf(stderr, "mcctl: call '%s': %s\n", name, strerror(-r));
+		return MCCTL_EXIT_FAILURE;
+	}
+	if (r != MC_STATUS_OK) {
+		fprintf(stderr, "%s%s%s\n", mc_status_to_string(r) ?: "?",
+			*reply->error ? ": " : "", reply->error);
+		return exit_for_status(r);
+	}
+	j = json_loadb(reply->body, reply->len, 0, &err);
+	if (!j) {
+		fprintf(stderr, "mcctl: unparsable answer: %s\n", err.text);
+		return MCCTL_EXIT_FAILURE;
+	}
+	printf("node %s\n", json_string_value(json_object_get(j, "node")) ?: "?");
+	printf("%-24s %-24s %-4s %-9s %9s %7s %7s\n", "NODE", "ADDR", "DIR", "STATE", "RTT_MS",
+	       "ROUTES", "INFLIGHT");
+	json_array_foreach(json_object_get(j, "links"), i, v)
+	{
+		printf("%-24s %-24s %-4s %-9s %9.3f %7zu %7lld\n",
+		       json_string_value(json_object_get(v, "node")) ?: "?",
+		       json_string_value(json_object_get(v, "addr")) ?: "?",
+		       json_string_value(json_object_get(v, "direction")) ?: "?",
+		       json_string_value(json_object_get(v, "state")) ?: "?",
+		       json_number_value(json_object_get(v, "rtt_ms")),
+		       json_array_size(json_object_get(v, "routes")),
+		       (long long)(json_integer_value(json_object_get(v, "requests_in")) +
+				   json_integer_value(json_object_get(v, "requests_out"))));
+	}
+	json_array_foreach(json_object_get(j, "peers"), i, v)
+	{
+		const char *state = json_string_value(json_object_get(v, "state")) ?: "?";
+		const char *e = json_string_value(json_object_get(v, "last_error"));
+
+		if (strcmp(state, "linked") == 0)
+			continue;
+		printf("peer %s (%s): %s%s%s\n",
+		       json_string_value(json_object_get(v, "addr"))	     ?:
+			       json_string_value(json_object_get(v, "peer")) ?:
+									       "?",
+		       json_string_value(json_object_get(v, "peer")) ?: "?", state, e ? ": " : "",
+		       e ? e : "");
+	}
+	return fflush(stdout) == 0 ? 0 : MCCTL_EXIT_FAILURE;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "method", required_argument, NULL, 'm' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "node", required_argument, NULL, 'n' },
+		{ "json", no_argument, NULL, 'J' },
 		{ "help", no_argument, NULL, 'h' },
 		{},
 	};
@@ -398,7 +484,7 @@ int main(int argc, char **argv)
 	int c;
 
 	/* '+': options stop at the command, so that serve's CMD keeps its own options. */
-	while ((c = getopt_long(argc, argv, "+s:m:t:h", options, NULL)) >= 0) {
+	while ((c = getopt_long(argc, argv, "+s:m:t:n:h", options, NULL)) >= 0) {
 		switch (c) {
 		case 's':
 			arg_socket = optarg;
@@ -409,6 +495,12 @@ int main(int argc, char **argv)
 		case 't':
 			if (safe_atou32_range(optarg, 1, 24u * 3600 * 1000, &arg_timeout_ms) < 0)
 				return usage("--timeout takes milliseconds, 1..86400000");
+			break;
+		case 'n':
+			arg_node = optarg;
+			break;
+		case 'J':
+			arg_json = true;
 			break;
 		case 'h':
 			help();
@@ -434,10 +526,17 @@ int main(int argc, char **argv)
 			return do_call(argv[optind], data, len, false);
 		return do_pub(argv[optind], data, len);
 	}
-	if (strcmp(cmd, "list") == 0 || strcmp(cmd, "stats") == 0) {
+	if (strcmp(cmd, "list") == 0 || strcmp(cmd, "stats") == 0 || strcmp(cmd, "peers") == 0) {
+		_cleanup_free_ char *name = NULL;
+
 		if (optind < argc)
 			return usage("too many arguments");
-		return do_call(cmd[0] == 'l' ? "$sys.list" : "$sys.stats", NULL, 0, true);
+		if (cmd[0] == 'p')
+			return do_peers();
+		name = sys_name(cmd[0] == 'l' ? "list" : "stats");
+		if (!name)
+			return MCCTL_EXIT_FAILURE;
+		return do_call(name, NULL, 0, true);
 	}
 	if (strcmp(cmd, "serve") == 0) {
 		const char *name;

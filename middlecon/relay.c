@@ -24,105 +24,12 @@
 #include "libcommon/fdutil.h"
 #include "libcommon/log.h"
 #include "libcommon/proto_io.h"
+#include "libcommon/strutil.h"
 #include "middlecon/acl.h"
 #include "middlecon/config.h"
 #include "middlecon/frame.h"
+#include "middlecon/relay_int.h"
 #include "proto/middlecon.pb-c.h"
-
-#define LISTEN_BACKLOG 511
-/* Registrations and subscriptions one connection may hold: each costs relay memory. */
-#define RELAY_MAX_ROUTES_PER_CONN 4096
-/* How long a connection being closed with a reason may take to read that reason. */
-#define RELAY_CLOSE_GRACE_S 5
-#define RELAY_NAME_MAX 255
-#define RELAY_CLIENT_NAME_MAX 64
-#define RELAY_N_STATUS 9
-
-typedef Middlecon__Frame Frame;
-
-#define KIND(k) MIDDLECON__FRAME__KIND__##k
-#define STATUS(s) MIDDLECON__FRAME__STATUS__##s
-
-struct relay_conn;
-
-/*
- * A registration (REGISTER) or subscription (SUBSCRIBE) of one connection. Routing is a linear
- * scan of relay.routes with a token matcher: enough for the few hundred names a host has; a
- * subject trie is the next step if $sys.stats shows the scan mattering.
- */
-struct relay_route {
-	struct relay_route *prev, *next; /* relay.routes */
-	struct relay_conn *conn; /* borrowed; the conn's teardown removes its routes */
-	char *pattern; /* owned; validated, may hold * and > */
-	uint64_t sub_id; /* SUBSCRIBE's id (stamped on delivered PUBLISH frames); 0 for REGISTER */
-	bool subscribe;
-	uint64_t last_used; /* relay.seq when last picked: least recently used = round-robin */
-};
-
-/*
- * One request in flight: on the requester's list by the requester's id and on the responder's
- * list by the relay's id. Freed by req_free() on the reply, the deadline, a CANCEL or either
- * side going away; the timer is owned.
- */
-struct relay_req {
-	struct relay_req *rq_prev, *rq_next; /* requester->requests */
-	struct relay_req *rs_prev, *rs_next; /* responder->serving */
-	struct relay_conn *requester, *responder;
-	uint64_t caller_id; /* the id the requester chose */
-	uint64_t relay_id; /* the id the responder sees, unique per responder connection */
-	struct event *timer; /* the deadline */
-};
-
-struct relay_conn {
-	struct relay *relay;
-	struct relay_conn *prev, *next; /* relay.conns, or relay.dead once closed */
-	struct bufferevent *bev; /* owned; BEV_OPT_CLOSE_ON_FREE closes the socket with it */
-	uint64_t id; /* for logs and $sys.conns */
-	struct ucred cred; /* SO_PEERCRED at accept: the only identity the relay believes */
-	char *name; /* HELLO's client_name, owned, may be NULL */
-	bool hello; /* HELLO was negotiated */
-	bool closing; /* a final error is being written; nothing more is read */
-	bool condemned; /* a send tore a frame: closed by the reaper, outside any iteration */
-	bool dead; /* conn_close() ran; the struct lives until the reaper frees it */
-	bool read_paused; /* output over the limit: not read until it drains to half */
-	uint32_t peer_max_frame; /* HELLO's max_frame_size, 0 = the relay's own */
-	uint64_t skip; /* bytes of an oversize frame still to be drained */
-	size_t body_left; /* bytes of the current frame's body at the front of the input */
-	uint64_t next_relay_id;
-	struct relay_req *requests; /* in flight, this conn as requester */
-	struct relay_req *serving; /* in flight, this conn as responder */
-	uint32_t n_requests;
-	uint32_t n_routes;
-	uint64_t frames_in, frames_out, dropped;
-};
-
-struct relay_stats {
-	uint64_t conns_total;
-	uint64_t requests; /* forwarded to a responder */
-	uint64_t replies; /* forwarded back to a requester */
-	uint64_t late_replies; /* dropped: the request was no longer in flight */
-	uint64_t published, delivered, pub_dropped;
-	uint64_t read_pauses; /* a connection's reads paused because it did not read its output */
-	uint64_t slow_closed; /* connections closed as slow consumers */
-	uint64_t status[RELAY_N_STATUS]; /* non-OK statuses the relay itself answered */
-};
-
-struct relay {
-	struct event_base *base; /* borrowed */
-	const struct middlecon_config *cfg; /* borrowed */
-	struct evconnlistener *listener;
-	struct event *reap; /* frees closed connections outside their own callbacks */
-	char *socket_path;
-	char node[256]; /* origin stamped on forwarded frames */
-	size_t max_frame, output_limit;
-	struct relay_conn *conns, *dead;
-	struct relay_route *routes;
-	uint32_t n_conns;
-	uint64_t next_conn_id, seq;
-	struct relay_stats stats;
-};
-
-static void conn_close(struct relay_conn *c);
 
 static uint64_t now_ns(void)
 {
@@ -223,8 +130,8 @@ static void relay_schedule_reap(struct relay *relay)
  * or -ENOMEM. A failure after the header was queued would leave a torn frame, so the conn is
  * condemned: the reaper closes it outside any iteration the caller may be in.
  */
-static int conn_send(struct relay_conn *c, Frame *f, struct evbuffer *src, const void *body,
-		     size_t body_len)
+int conn_send(struct relay_conn *c, Frame *f, struct evbuffer *src, const void *body,
+	      size_t body_len)
 {
 	uint8_t stack[512];
 	_cleanup_free_ uint8_t *heap = NULL;
@@ -264,7 +171,8 @@ static int conn_send(struct relay_conn *c, Frame *f, struct evbuffer *src, const
 		}
 	}
 	c->frames_out++;
-	if (queued == 0)
+	/* A link's bufferevent encrypts: its socket takes only what OpenSSL writes. */
+	if (queued == 0 && !c->link)
 		/* EAGAIN leaves the rest queued for the bufferevent; a real error surfaces there. */
 		(void)evbuffer_write(out, bufferevent_getfd(c->bev));
 	/*
@@ -275,7 +183,11 @@ static int conn_send(struct relay_conn *c, Frame *f, struct evbuffer *src, const
 	 * queue, and a responder that blocks writing a reply before it reads the next request
 	 * would otherwise deadlock with the relay (and be closed as a slow consumer).
 	 */
-	if (!c->read_paused && !c->closing && !c->serving && conn_overloaded(c)) {
+	/*
+	 * A link is never paused: it carries both directions for a whole node, and what is routed
+	 * to it is already bounded (requests refused, replies cut to OVERLOADED headers).
+	 */
+	if (!c->read_paused && !c->closing && !c->serving && !c->link && conn_overloaded(c)) {
 		c->read_paused = true;
 		c->relay->stats.read_pauses++;
 		bufferevent_disable(c->bev, EV_READ);
@@ -336,7 +248,64 @@ static void req_free(struct relay_req *q)
 	q->requester->n_requests--;
 	if (q->timer)
 		event_free(q->timer);
+	/* A link being drained closes once nothing is in flight over it. */
+	if (q->requester->link)
+		peer_link_check_idle(q->requester);
+	if (q->responder->link)
+		peer_link_check_idle(q->responder);
 	free(q);
+}
+
+/* Whether a local connection other than through @except has registered exactly @pattern. */
+static bool local_pattern_registered(const struct relay *relay, const char *pattern,
+				     const struct relay_route *except)
+{
+	for (const struct relay_route *rt = relay->routes; rt; rt = rt->next)
+		if (rt != except && !rt->subscribe && !rt->remote &&
+		    strcmp(rt->pattern, pattern) == 0)
+			return true;
+	return false;
+}
+
+/* Whether @rt is the first local registration of its pattern on the route list. */
+static bool first_local_of_pattern(const struct relay *relay, const struct relay_route *rt)
+{
+	for (const struct relay_route *o = relay->routes; o != rt; o = o->next)
+		if (!o->subscribe && !o->remote && strcmp(o->pattern, rt->pattern) == 0)
+			return false;
+	return true;
+}
+
+/*
+ * Tells every usable link that @pattern is now served here (ROUTE_ADD) or no longer (ROUTE_DEL).
+ * Only local registrations are announced, so a node forwards a request at most once: a route
+ * learned from a link points at the node that serves it, never at one that would relay further.
+ */
+static void announce(struct relay *relay, const char *pattern, int kind)
+{
+	Frame f = MIDDLECON__FRAME__INIT;
+
+	f.kind = kind;
+	f.service = (char *)pattern;
+	f.origin = relay->node;
+	for (struct relay_conn *c = relay->conns; c; c = c->next)
+		if (c->link && peer_link_usable(c))
+			(void)conn_send(c, &f, NULL, NULL, 0);
+}
+
+void relay_link_up(struct relay_conn *c)
+{
+	struct relay *relay = c->relay;
+	Frame f = MIDDLECON__FRAME__INIT;
+
+	f.kind = KIND(ROUTE_ADD);
+	f.origin = relay->node;
+	for (struct relay_route *rt = relay->routes; rt; rt = rt->next) {
+		if (rt->subscribe || rt->remote || !first_local_of_pattern(relay, rt))
+			continue;
+		f.service = rt->pattern;
+		(void)conn_send(c, &f, NULL, NULL, 0);
+	}
 }
 
 static void route_free(struct relay *relay, struct relay_route *rt)
@@ -348,6 +317,9 @@ static void route_free(struct relay *relay, struct relay_route *rt)
 	if (rt->next)
 		rt->next->prev = rt->prev;
 	rt->conn->n_routes--;
+	if (!rt->subscribe && !rt->remote && relay->mesh &&
+	    !local_pattern_registered(relay, rt->pattern, NULL))
+		announce(relay, rt->pattern, KIND(ROUTE_DEL));
 	free(rt->pattern);
 	free(rt);
 }
@@ -357,7 +329,7 @@ static void route_free(struct relay *relay, struct relay_route *rt)
  * (CANCELLED), its routes go. The socket and struct are freed by the reaper, so callers up the
  * stack (the conn's own read callback) may still look at c->dead.
  */
-static void conn_close(struct relay_conn *c)
+void conn_close(struct relay_conn *c)
 {
 	struct relay *relay = c->relay;
 	struct relay_route *rt, *next;
@@ -368,8 +340,12 @@ static void conn_close(struct relay_conn *c)
 	while (c->serving) {
 		struct relay_req *q = c->serving;
 
-		reply_status(q->requester, q->caller_id, STATUS(PEER_GONE),
-			     "the responder went away");
+		if (c->link)
+			reply_status(q->requester, q->caller_id, STATUS(PEER_GONE),
+				     "the link to node '%s' went down", peer_link_node(c));
+		else
+			reply_status(q->requester, q->caller_id, STATUS(PEER_GONE),
+				     "the responder went away");
 		req_free(q);
 	}
 	while (c->requests) {
@@ -384,6 +360,8 @@ static void conn_close(struct relay_conn *c)
 		if (rt->conn == c)
 			route_free(relay, rt);
 	}
+	if (c->link)
+		peer_link_closed(c);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -423,7 +401,7 @@ static void reap_cb(evutil_socket_t fd, short events, void *userdata)
 }
 
 /* Closes @c once @c's final frames are written (or after a grace period). */
-static void conn_close_after_flush(struct relay_conn *c)
+void conn_close_after_flush(struct relay_conn *c)
 {
 	struct timeval grace = { .tv_sec = RELAY_CLOSE_GRACE_S };
 
@@ -476,25 +454,71 @@ static void handle_hello(struct relay_conn *c, const Frame *f)
 	(void)conn_send(c, &out, NULL, NULL, 0);
 }
 
+/* Parses a decimal id header value; ACL_ID_UNKNOWN when absent or malformed. */
+static uint32_t header_id(const Frame *f, const char *key)
+{
+	for (size_t i = 0; i < f->n_headers; i++) {
+		const ProtobufCBinaryData *v = &f->headers[i]->value;
+		char buf[16];
+		uint32_t id;
+
+		if (strcmp(f->headers[i]->key, key) != 0 || v->len == 0 || v->len >= sizeof(buf))
+			continue;
+		memcpy(buf, v->data, v->len);
+		buf[v->len] = '\0';
+		if (safe_atou32(buf, &id) == 0)
+			return id;
+	}
+	return ACL_ID_UNKNOWN;
+}
+
 /*
- * Asks the ACL whether @c may do @op on f->service (a pattern for REGISTER and SUBSCRIBE); if
- * not, answers DENIED with the deciding rule. The identity is the SO_PEERCRED of accept time.
+ * Who sent @f on @c: a local client is who the kernel says it is; a request over a link comes
+ * from the link's node (its certificate) with the caller uid/gid that node asserts.
  */
-static bool conn_acl_allows(struct relay_conn *c, const Frame *f, enum acl_op op, bool pattern)
+static void conn_subject(const struct relay_conn *c, const Frame *f, struct acl_subject *ret)
+{
+	if (!c->link) {
+		*ret = (struct acl_subject){ .uid = (uint32_t)c->cred.uid,
+					     .gid = (uint32_t)c->cred.gid };
+		return;
+	}
+	*ret = (struct acl_subject){
+		.uid = f->kind == KIND(REQUEST) ? header_id(f, "caller-uid") : ACL_ID_UNKNOWN,
+		.gid = f->kind == KIND(REQUEST) ? header_id(f, "caller-gid") : ACL_ID_UNKNOWN,
+		.node = peer_link_node(c),
+	};
+}
+
+/*
+ * Asks the ACL whether the sender of @f on @c may do @op on @name (a pattern for REGISTER,
+ * SUBSCRIBE and ROUTE_ADD); if not, answers DENIED with the deciding rule (a refused ROUTE_ADD
+ * is only logged: it has no reply).
+ */
+static bool conn_acl_allows(struct relay_conn *c, const Frame *f, const char *name, enum acl_op op,
+			    bool pattern)
 {
 	const char *prefix = NULL;
+	struct acl_subject who;
+	char ids[64];
 
-	if (acl_check(c->relay->cfg->acl, op, f->service, pattern, (uint32_t)c->cred.uid,
-		      (uint32_t)c->cred.gid, &prefix))
+	conn_subject(c, f, &who);
+	if (acl_check(c->relay->cfg->acl, op, name, pattern, &who, &prefix))
 		return true;
+	if (who.node)
+		snprintf(ids, sizeof(ids), "node %.32s uid %d gid %d", who.node,
+			 who.uid == ACL_ID_UNKNOWN ? -1 : (int)who.uid,
+			 who.gid == ACL_ID_UNKNOWN ? -1 : (int)who.gid);
+	else
+		snprintf(ids, sizeof(ids), "uid %u gid %u", (unsigned)who.uid, (unsigned)who.gid);
 	/* Debug only: a client could otherwise fill the log with its own refusals. */
-	log_debug("Connection %" PRIu64 " (uid %u): %s '%s' denied", c->id, (unsigned)c->cred.uid,
-		  op == ACL_REGISTER ? "register" : "call", f->service);
-	reply_status(c, f->id, STATUS(DENIED), "uid %u gid %u may not %s '%.64s' (%s%s%s)",
-		     (unsigned)c->cred.uid, (unsigned)c->cred.gid,
-		     op == ACL_REGISTER ? "register" : "call", f->service,
-		     prefix ? "ACL rule for '" : "acl_default", prefix ? prefix : "",
-		     prefix ? "'" : "");
+	log_debug("Connection %" PRIu64 " (%s): %s '%s' denied", c->id, ids,
+		  op == ACL_REGISTER ? "register" : "call", name);
+	if (f->kind != KIND(ROUTE_ADD))
+		reply_status(c, f->id, STATUS(DENIED), "%s may not %s '%.64s' (%s%s%s)", ids,
+			     op == ACL_REGISTER ? "register" : "call", name,
+			     prefix ? "ACL rule for '" : "acl_default", prefix ? prefix : "",
+			     prefix ? "'" : "");
 	return false;
 }
 
@@ -513,7 +537,7 @@ static void handle_register(struct relay_conn *c, const Frame *f, bool subscribe
 		reply_status(c, f->id, STATUS(DENIED), "$sys is reserved for the relay");
 		return;
 	}
-	if (!conn_acl_allows(c, f, subscribe ? ACL_CALL : ACL_REGISTER, true))
+	if (!conn_acl_allows(c, f, f->service, subscribe ? ACL_CALL : ACL_REGISTER, true))
 		return;
 	if (!subscribe)
 		for (rt = relay->routes; rt; rt = rt->next)
@@ -534,6 +558,8 @@ static void handle_register(struct relay_conn *c, const Frame *f, bool subscribe
 			return;
 		}
 	}
+	if (!subscribe && relay->mesh && !local_pattern_registered(relay, f->service, NULL))
+		announce(relay, f->service, KIND(ROUTE_ADD));
 	rt->conn = c;
 	rt->subscribe = subscribe;
 	rt->sub_id = subscribe ? f->id : 0;
@@ -573,59 +599,121 @@ static void deadline_cb(evutil_socket_t fd, short events, void *userdata)
 	req_free(q);
 }
 
-/* Picks the least recently used responder among those matching @name, skipping overloaded
- * ones. Returns the route, or NULL with *ret_overloaded telling why. */
-static struct relay_route *pick_responder(struct relay *relay, const char *name,
-					  bool *ret_overloaded)
+/*
+ * Picks a responder for @name: the least recently used local one that is not backed up, else
+ * (unless @local_only) the least recently used route of a usable link. With @node (another
+ * node's name), only routes announced by that node. Returns the route, or NULL with
+ * *ret_overloaded telling whether backed-up responders were skipped.
+ */
+static struct relay_route *pick_responder(struct relay *relay, const char *name, const char *node,
+					  bool local_only, bool *ret_overloaded)
 {
-	struct relay_route *best = NULL;
+	struct relay_route *local = NULL, *remote = NULL;
 
 	*ret_overloaded = false;
 	for (struct relay_route *rt = relay->routes; rt; rt = rt->next) {
 		if (rt->subscribe || rt->conn->closing || rt->conn->condemned ||
 		    !pattern_match(rt->pattern, name))
 			continue;
+		if (rt->remote) {
+			if (local_only || !peer_link_usable(rt->conn) ||
+			    (node && strcmp(peer_link_node(rt->conn), node) != 0))
+				continue;
+		} else if (node) {
+			continue;
+		}
 		if (conn_overloaded(rt->conn)) {
 			*ret_overloaded = true;
 			continue;
 		}
-		if (!best || rt->last_used < best->last_used)
-			best = rt;
+		if (rt->remote) {
+			if (!remote || rt->last_used < remote->last_used)
+				remote = rt;
+		} else if (!local || rt->last_used < local->last_used) {
+			local = rt;
+		}
 	}
-	return best;
+	return local ? local : remote;
+}
+
+/* The usable link to @node, or NULL. */
+static struct relay_conn *link_to(struct relay *relay, const char *node)
+{
+	for (struct relay_conn *c = relay->conns; c; c = c->next)
+		if (c->link && peer_link_usable(c) && strcmp(peer_link_node(c), node) == 0)
+			return c;
+	return NULL;
 }
 
 static int sys_answer(struct relay_conn *c, const Frame *f);
+
+/*
+ * Splits "name@node" into @name (a buffer of RELAY_NAME_MAX + 1 bytes) and *ret_node (borrowed
+ * from @service; NULL without '@'). Returns false if either part is malformed.
+ */
+static bool split_address(const char *service, char *name, const char **ret_node)
+{
+	const char *at = strchr(service, '@');
+	size_t n = at ? (size_t)(at - service) : strlen(service);
+
+	*ret_node = NULL;
+	if (n > RELAY_NAME_MAX)
+		return false;
+	memcpy(name, service, n);
+	name[n] = '\0';
+	if (at) {
+		if (!node_name_valid(at + 1))
+			return false;
+		*ret_node = at + 1;
+	}
+	return name_valid(name, false);
+}
+
+/* Caller headers the relay stamps; the same keys from a local client are dropped. */
+#define N_CALLER_HEADERS 4
 
 static void handle_request(struct relay_conn *c, const Frame *f, size_t body_len)
 {
 	struct relay *relay = c->relay;
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	_cleanup_free_ Middlecon__Frame__Header **headers = NULL;
-	Middlecon__Frame__Header cred[3] = { MIDDLECON__FRAME__HEADER__INIT,
-					     MIDDLECON__FRAME__HEADER__INIT,
-					     MIDDLECON__FRAME__HEADER__INIT };
-	char uid[16], gid[16], pid[16];
-	struct relay_route *rt;
+	Middlecon__Frame__Header cred[N_CALLER_HEADERS] = { MIDDLECON__FRAME__HEADER__INIT,
+							    MIDDLECON__FRAME__HEADER__INIT,
+							    MIDDLECON__FRAME__HEADER__INIT,
+							    MIDDLECON__FRAME__HEADER__INIT };
+	char name[RELAY_NAME_MAX + 1], uid[16], gid[16], pid[16];
+	const char *node, *caller_node;
+	struct relay_conn *responder;
+	struct relay_route *rt = NULL;
 	struct relay_req *q;
 	struct timeval tv;
 	uint64_t now, deadline;
-	bool overloaded;
+	bool overloaded = false, local_only = c->link != NULL;
 	Frame out;
-	size_t n = 0;
+	size_t n = 0, n_cred = 0;
 	int r;
 
-	if (!name_valid(f->service, false)) {
+	if (!split_address(f->service, name, &node)) {
 		reply_status(c, f->id, STATUS(BAD_REQUEST), "invalid name '%.64s'", f->service);
 		return;
 	}
-	if (!conn_acl_allows(c, f, ACL_CALL, false))
+	if (node && strcmp(node, relay->node) == 0) {
+		node = NULL; /* addressed to this node: local responders only */
+		local_only = true;
+	}
+	if (c->link && node) {
+		/* One hop: a node only ever forwards to the node that serves the name. */
+		reply_status(c, f->id, STATUS(BAD_REQUEST), "'%.64s' is not for this node",
+			     f->service);
 		return;
-	if (strncmp(f->service, "$sys.", 5) == 0) {
+	}
+	if (!conn_acl_allows(c, f, name, ACL_CALL, false))
+		return;
+	if (!node && strncmp(name, "$sys.", 5) == 0) {
 		(void)sys_answer(c, f);
 		return;
 	}
-	if (c->n_requests >= relay->cfg->max_inflight) {
+	if (c->n_requests >= (c->link ? relay->cfg->peer_max_inflight : relay->cfg->max_inflight)) {
 		reply_status(c, f->id, STATUS(OVERLOADED), "%u requests in flight", c->n_requests);
 		return;
 	}
@@ -636,42 +724,69 @@ static void handle_request(struct relay_conn *c, const Frame *f, size_t body_len
 		reply_status(c, f->id, STATUS(DEADLINE_EXCEEDED), "the deadline had passed");
 		return;
 	}
-	rt = pick_responder(relay, f->service, &overloaded);
-	if (!rt) {
-		if (overloaded) {
+	if (node && strncmp(name, "$sys.", 5) == 0) {
+		/* Another relay's own services: its relay answers them itself. */
+		responder = link_to(relay, node);
+		if (!responder) {
+			reply_status(c, f->id, STATUS(NO_RESPONDERS), "no link to node '%.64s'",
+				     node);
+			return;
+		}
+		if (conn_overloaded(responder)) {
 			reply_status(c, f->id, STATUS(OVERLOADED),
-				     "every responder for '%.64s' is backed up", f->service);
+				     "the link to '%.64s' is backed up", node);
 			return;
 		}
-		{
-			reply_status(c, f->id, STATUS(NO_RESPONDERS), "no responders for '%.64s'",
-				     f->service);
+	} else {
+		rt = pick_responder(relay, name, node, local_only, &overloaded);
+		if (!rt) {
+			if (overloaded)
+				reply_status(c, f->id, STATUS(OVERLOADED),
+					     "every responder for '%.64s' is backed up",
+					     f->service);
+			else if (node && !link_to(relay, node))
+				reply_status(c, f->id, STATUS(NO_RESPONDERS),
+					     "no link to node '%.64s'", node);
+			else
+				reply_status(c, f->id, STATUS(NO_RESPONDERS),
+					     "no responders for '%.64s'", f->service);
 			return;
 		}
+		responder = rt->conn;
 	}
 
 	/*
-	 * The caller's credentials come from SO_PEERCRED; caller-* headers the client sent itself
-	 * are dropped so a responder can trust the ones it sees.
+	 * The caller's credentials: a local caller's come from SO_PEERCRED and any caller-*
+	 * headers it sent itself are dropped, so a responder can trust the ones it sees. A remote
+	 * caller's uid, gid and pid are what its node asserted; its node is the link's
+	 * certificate identity, never what the frame claims.
 	 */
 	headers = calloc(f->n_headers + ELEMENTSOF(cred), sizeof(*headers));
 	if (!headers) {
 		reply_status(c, f->id, STATUS(OVERLOADED), "out of memory");
 		return;
 	}
-	for (size_t i = 0; i < f->n_headers; i++)
-		if (strncmp(f->headers[i]->key, "caller-", 7) != 0)
+	for (size_t i = 0; i < f->n_headers; i++) {
+		const char *key = f->headers[i]->key;
+
+		if (strncmp(key, "caller-", 7) != 0 || (c->link && strcmp(key, "caller-node") != 0))
 			headers[n++] = f->headers[i];
-	snprintf(uid, sizeof(uid), "%u", (unsigned)c->cred.uid);
-	snprintf(gid, sizeof(gid), "%u", (unsigned)c->cred.gid);
-	snprintf(pid, sizeof(pid), "%d", (int)c->cred.pid);
-	cred[0].key = (char *)"caller-uid";
-	cred[0].value = (ProtobufCBinaryData){ strlen(uid), (uint8_t *)uid };
-	cred[1].key = (char *)"caller-gid";
-	cred[1].value = (ProtobufCBinaryData){ strlen(gid), (uint8_t *)gid };
-	cred[2].key = (char *)"caller-pid";
-	cred[2].value = (ProtobufCBinaryData){ strlen(pid), (uint8_t *)pid };
-	for (size_t i = 0; i < ELEMENTSOF(cred); i++)
+	}
+	if (!c->link) {
+		snprintf(uid, sizeof(uid), "%u", (unsigned)c->cred.uid);
+		snprintf(gid, sizeof(gid), "%u", (unsigned)c->cred.gid);
+		snprintf(pid, sizeof(pid), "%d", (int)c->cred.pid);
+		cred[n_cred].key = (char *)"caller-uid";
+		cred[n_cred++].value = (ProtobufCBinaryData){ strlen(uid), (uint8_t *)uid };
+		cred[n_cred].key = (char *)"caller-gid";
+		cred[n_cred++].value = (ProtobufCBinaryData){ strlen(gid), (uint8_t *)gid };
+		cred[n_cred].key = (char *)"caller-pid";
+		cred[n_cred++].value = (ProtobufCBinaryData){ strlen(pid), (uint8_t *)pid };
+	}
+	caller_node = c->link ? peer_link_node(c) : relay->node;
+	cred[n_cred].key = (char *)"caller-node";
+	cred[n_cred++].value = (ProtobufCBinaryData){ strlen(caller_node), (uint8_t *)caller_node };
+	for (size_t i = 0; i < n_cred; i++)
 		headers[n++] = &cred[i];
 
 	q = calloc(1, sizeof(*q));
@@ -680,9 +795,9 @@ static void handle_request(struct relay_conn *c, const Frame *f, size_t body_len
 		return;
 	}
 	q->requester = c;
-	q->responder = rt->conn;
+	q->responder = responder;
 	q->caller_id = f->id;
-	q->relay_id = ++rt->conn->next_relay_id;
+	q->relay_id = ++responder->next_relay_id;
 	q->timer = evtimer_new(relay->base, deadline_cb, q);
 	tv.tv_sec = (time_t)((deadline - now) / 1000000000u);
 	tv.tv_usec = (suseconds_t)((deadline - now) % 1000000000u / 1000u);
@@ -690,46 +805,51 @@ static void handle_request(struct relay_conn *c, const Frame *f, size_t body_len
 		if (q->timer)
 			event_free(q->timer);
 		free(q);
-		{
-			reply_status(c, f->id, STATUS(OVERLOADED), "out of memory");
-			return;
-		}
+		reply_status(c, f->id, STATUS(OVERLOADED), "out of memory");
+		return;
 	}
 
-	/* A shallow copy: the strings and the caller's headers stay owned by @f. */
+	/*
+	 * A shallow copy: the strings and the caller's headers stay owned by @f. The name goes
+	 * without "@node": the node it is addressed to is the one receiving it. The deadline
+	 * travels as an absolute time, so the next relay enforces the same one.
+	 */
 	out = *f;
+	out.service = name;
 	out.id = q->relay_id;
 	out.deadline = deadline;
-	out.origin = relay->node;
+	out.origin = (char *)caller_node;
 	out.n_headers = n;
 	out.headers = headers;
 	out.status = STATUS(OK);
-	r = conn_send(rt->conn, &out, in, NULL, body_len);
+	r = conn_send(responder, &out, in, NULL, body_len);
 	if (r < 0) {
 		event_free(q->timer);
 		free(q);
-		if (r == -EMSGSIZE) {
+		if (r == -EMSGSIZE)
 			reply_status(c, f->id, STATUS(TOO_LARGE),
 				     "the request is over the responder's frame limit");
-			return;
-		}
-		{
+		else
 			reply_status(c, f->id, STATUS(PEER_GONE), "the responder went away");
-			return;
-		}
+		return;
 	}
 	c->body_left = 0;
-	rt->last_used = ++relay->seq;
+	if (rt)
+		rt->last_used = ++relay->seq;
 	relay->stats.requests++;
+	if (responder->link)
+		relay->stats.remote_requests++;
+	if (c->link)
+		relay->stats.remote_served++;
 
 	q->rq_next = c->requests;
 	if (c->requests)
 		c->requests->rq_prev = q;
 	c->requests = q;
-	q->rs_next = rt->conn->serving;
-	if (rt->conn->serving)
-		rt->conn->serving->rs_prev = q;
-	rt->conn->serving = q;
+	q->rs_next = responder->serving;
+	if (responder->serving)
+		responder->serving->rs_prev = q;
+	responder->serving = q;
 	c->n_requests++;
 }
 
@@ -796,7 +916,7 @@ static void handle_publish(struct relay_conn *c, const Frame *f, size_t body_len
 		return;
 	}
 	/* PUBLISH has no reply; a refused one is the exception, answered REPLY {id, DENIED}. */
-	if (!conn_acl_allows(c, f, ACL_CALL, false))
+	if (!conn_acl_allows(c, f, f->service, ACL_CALL, false))
 		return;
 	relay->stats.published++;
 	/* Fan-out copies the body once per subscriber anyway; make it contiguous once. */
@@ -838,16 +958,23 @@ static json_t *sys_list(struct relay *relay)
 {
 	json_t *a = json_array();
 
-	for (struct relay_route *rt = relay->routes; a && rt; rt = rt->next)
-		if (json_array_append_new(
-			    a, json_pack("{s:s, s:s, s:I, s:i, s:i, s:s?}", "name", rt->pattern,
-					 "kind", rt->subscribe ? "subscribe" : "register", "conn",
-					 (json_int_t)rt->conn->id, "pid", (int)rt->conn->cred.pid,
-					 "uid", (int)rt->conn->cred.uid, "client",
-					 rt->conn->name)) < 0) {
+	for (struct relay_route *rt = relay->routes; a && rt; rt = rt->next) {
+		json_t *o;
+
+		if (rt->remote)
+			o = json_pack("{s:s, s:s, s:s, s:b}", "name", rt->pattern, "kind", "remote",
+				      "node", peer_link_node(rt->conn), "usable",
+				      peer_link_usable(rt->conn));
+		else
+			o = json_pack("{s:s, s:s, s:I, s:i, s:i, s:s?}", "name", rt->pattern,
+				      "kind", rt->subscribe ? "subscribe" : "register", "conn",
+				      (json_int_t)rt->conn->id, "pid", (int)rt->conn->cred.pid,
+				      "uid", (int)rt->conn->cred.uid, "client", rt->conn->name);
+		if (json_array_append_new(a, o) < 0) {
 			json_decref(a);
 			return NULL;
 		}
+	}
 	return a;
 }
 
@@ -856,7 +983,8 @@ static json_t *sys_conns(struct relay *relay)
 	json_t *a = json_array();
 
 	for (struct relay_conn *c = relay->conns; a && c; c = c->next)
-		if (json_array_append_new(
+		if (!c->link &&
+		    json_array_append_new(
 			    a,
 			    json_pack("{s:I, s:i, s:i, s:i, s:s?, s:i, s:i, s:I, s:I, s:I, s:I}",
 				      "id", (json_int_t)c->id, "uid", (int)c->cred.uid, "gid",
@@ -874,14 +1002,16 @@ static json_t *sys_conns(struct relay *relay)
 static json_t *sys_stats(struct relay *relay)
 {
 	const struct relay_stats *s = &relay->stats;
-	json_t *o = json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "connections",
-			      (int)relay->n_conns, "read_pauses", (json_int_t)s->read_pauses,
-			      "slow_consumers_closed", (json_int_t)s->slow_closed,
-			      "connections_total", (json_int_t)s->conns_total, "requests",
-			      (json_int_t)s->requests, "replies", (json_int_t)s->replies,
-			      "late_replies", (json_int_t)s->late_replies, "published",
-			      (json_int_t)s->published, "delivered", (json_int_t)s->delivered,
-			      "publish_dropped", (json_int_t)s->pub_dropped);
+	json_t *o = json_pack(
+		"{s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "node",
+		relay->node, "connections", (int)relay->n_conns, "read_pauses",
+		(json_int_t)s->read_pauses, "slow_consumers_closed", (json_int_t)s->slow_closed,
+		"connections_total", (json_int_t)s->conns_total, "requests",
+		(json_int_t)s->requests, "replies", (json_int_t)s->replies, "late_replies",
+		(json_int_t)s->late_replies, "published", (json_int_t)s->published, "delivered",
+		(json_int_t)s->delivered, "publish_dropped", (json_int_t)s->pub_dropped,
+		"remote_requests", (json_int_t)s->remote_requests, "remote_served",
+		(json_int_t)s->remote_served);
 	json_t *st = json_object();
 
 	if (!o || !st) {
@@ -910,6 +1040,10 @@ static int sys_answer(struct relay_conn *c, const Frame *f)
 		j = sys_conns(c->relay);
 	else if (strcmp(what, "stats") == 0)
 		j = sys_stats(c->relay);
+	else if (strcmp(what, "peers") == 0)
+		j = c->relay->mesh ? peer_mesh_describe(c->relay->mesh) :
+				     json_pack("{s:s, s:[], s:[]}", "node", c->relay->node, "links",
+					       "listen");
 	else {
 		reply_status(c, f->id, STATUS(NO_RESPONDERS), "no $sys service '%.64s'", what);
 		return 0;
@@ -927,8 +1061,102 @@ static int sys_answer(struct relay_conn *c, const Frame *f)
 	return 0;
 }
 
+/* ROUTE_ADD / ROUTE_DEL from a link: the peer node serves @f->service now, or no longer. */
+static void handle_route(struct relay_conn *c, const Frame *f)
+{
+	struct relay *relay = c->relay;
+	struct relay_route *rt;
+
+	for (rt = relay->routes; rt; rt = rt->next)
+		if (rt->conn == c && strcmp(rt->pattern, f->service) == 0)
+			break;
+	if (f->kind == KIND(ROUTE_DEL)) {
+		if (rt)
+			route_free(relay, rt);
+		return;
+	}
+	if (rt)
+		return; /* already known: a resynchronisation repeats routes */
+	if (!name_valid(f->service, true) || strncmp(f->service, "$sys", 4) == 0) {
+		log_debug("Link to '%s': ignoring the invalid route '%.64s'", peer_link_node(c),
+			  f->service);
+		return;
+	}
+	/* The peer's names are subject to the ACL as if its node registered them here. */
+	if (!conn_acl_allows(c, f, f->service, ACL_REGISTER, true)) {
+		log_info("Link to '%s': route '%.64s' refused by the ACL", peer_link_node(c),
+			 f->service);
+		return;
+	}
+	if (c->n_routes >= RELAY_MAX_ROUTES_PER_LINK) {
+		log_warn("Link to '%s': more than %u routes, ignoring '%.64s'", peer_link_node(c),
+			 RELAY_MAX_ROUTES_PER_LINK, f->service);
+		return;
+	}
+	rt = calloc(1, sizeof(*rt));
+	if (!rt || !(rt->pattern = strdup(f->service))) {
+		free(rt);
+		log_oom();
+		return;
+	}
+	rt->conn = c;
+	rt->remote = true;
+	rt->next = relay->routes;
+	if (relay->routes)
+		relay->routes->prev = rt;
+	relay->routes = rt;
+	c->n_routes++;
+}
+
+/* Frames on a peer link: the relay-to-relay kinds and the request/reply path. */
+static void link_dispatch(struct relay_conn *c, const Frame *f, size_t body_len)
+{
+	switch (f->kind) {
+	case KIND(PEER_HELLO):
+	case KIND(PING):
+	case KIND(PONG):
+		peer_link_frame(c, f);
+		return;
+	default:
+		break;
+	}
+	/*
+	 * Nothing but the hello before the link is up. A link being drained still serves what
+	 * arrives: the peer sent it before it learnt of the drain (see peer.c).
+	 */
+	if (!peer_link_established(c)) {
+		log_debug("Link %" PRIu64 ": frame of kind %d before PEER_HELLO, ignored", c->id,
+			  (int)f->kind);
+		return;
+	}
+	switch (f->kind) {
+	case KIND(ROUTE_ADD):
+	case KIND(ROUTE_DEL):
+		handle_route(c, f);
+		return;
+	case KIND(REQUEST):
+		handle_request(c, f, body_len);
+		return;
+	case KIND(REPLY):
+		handle_reply(c, f, body_len);
+		return;
+	case KIND(CANCEL):
+		handle_cancel(c, f);
+		return;
+	default:
+		/* A newer peer's kind: skipped, as unknown fields are. */
+		log_debug("Link to '%s': ignoring a frame of kind %d", peer_link_node(c),
+			  (int)f->kind);
+		return;
+	}
+}
+
 static void conn_dispatch(struct relay_conn *c, const Frame *f, size_t body_len)
 {
+	if (c->link) {
+		link_dispatch(c, f, body_len);
+		return;
+	}
 	if (f->kind == KIND(HELLO)) {
 		handle_hello(c, f);
 		return;
@@ -1118,17 +1346,37 @@ static void conn_event_cb(struct bufferevent *bev, short events, void *userdata)
 		conn_close(c);
 }
 
+/* Sets up @c's callbacks and puts it on the relay's list. Returns 0 or -ENOMEM. */
+static int conn_start(struct relay *relay, struct relay_conn *c)
+{
+	/* Armed by libevent only while output waits for the socket to take it. */
+	struct timeval slow = {
+		.tv_sec = relay->cfg->slow_consumer_timeout_ms / 1000,
+		.tv_usec = (suseconds_t)(relay->cfg->slow_consumer_timeout_ms % 1000) * 1000,
+	};
+
+	c->relay = relay;
+	c->id = ++relay->next_conn_id;
+	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	bufferevent_set_timeouts(c->bev, NULL, &slow);
+	conn_want(c, PROTO_IO_PREFIX_SIZE);
+	if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) < 0)
+		return -ENOMEM;
+	c->next = relay->conns;
+	if (relay->conns)
+		relay->conns->prev = c;
+	relay->conns = c;
+	relay->n_conns++;
+	relay->stats.conns_total++;
+	return 0;
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
 		      void *userdata)
 {
 	struct relay *relay = userdata;
 	struct relay_conn *c;
 	socklen_t len = sizeof(c->cred);
-	/* Armed by libevent only while output waits for the socket to take it. */
-	struct timeval slow = {
-		.tv_sec = relay->cfg->slow_consumer_timeout_ms / 1000,
-		.tv_usec = (suseconds_t)(relay->cfg->slow_consumer_timeout_ms % 1000) * 1000,
-	};
 
 	if (relay->n_conns >= relay->cfg->max_connections) {
 		log_warn("Refusing a connection: %u connections open", relay->n_conns);
@@ -1155,24 +1403,35 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		close(fd);
 		return;
 	}
-	c->relay = relay;
-	c->id = ++relay->next_conn_id;
-	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-	bufferevent_set_timeouts(c->bev, NULL, &slow);
-	conn_want(c, PROTO_IO_PREFIX_SIZE);
-	if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) < 0) {
+	if (conn_start(relay, c) < 0) {
 		bufferevent_free(c->bev);
 		free(c);
 		return;
 	}
-	c->next = relay->conns;
-	if (relay->conns)
-		relay->conns->prev = c;
-	relay->conns = c;
-	relay->n_conns++;
-	relay->stats.conns_total++;
 	log_debug("Connection %" PRIu64 " from pid %d uid %u", c->id, (int)c->cred.pid,
 		  (unsigned)c->cred.uid);
+}
+
+int relay_link_attach(struct relay *relay, struct bufferevent *bev, struct peer_link *link,
+		      struct relay_conn **ret)
+{
+	struct relay_conn *c = calloc(1, sizeof(*c));
+
+	if (!c) {
+		bufferevent_free(bev);
+		return -ENOMEM;
+	}
+	c->bev = bev;
+	c->link = link;
+	/* A link speaks PEER_HELLO instead of HELLO; its frame limit is the relay's own. */
+	c->hello = true;
+	if (conn_start(relay, c) < 0) {
+		bufferevent_free(bev);
+		free(c);
+		return -ENOMEM;
+	}
+	*ret = c;
+	return 0;
 }
 
 /* Returns 0 if nothing answers at @sa (a stale file, now removed), -EADDRINUSE if a relay does. */
@@ -1248,7 +1507,9 @@ int relay_new(struct event_base *base, const struct middlecon_config *cfg, struc
 	relay->cfg = cfg;
 	relay->max_frame = (size_t)cfg->max_frame_kb * 1024;
 	relay->output_limit = (size_t)cfg->output_buffer_kb * 1024;
-	if (gethostname(relay->node, sizeof(relay->node) - 1) < 0 || !relay->node[0])
+	if (cfg->node_name)
+		snprintf(relay->node, sizeof(relay->node), "%s", cfg->node_name);
+	else if (gethostname(relay->node, sizeof(relay->node) - 1) < 0 || !relay->node[0])
 		snprintf(relay->node, sizeof(relay->node), "localhost");
 	relay->socket_path = strdup(cfg->socket);
 	relay->reap = event_new(base, -1, 0, reap_cb, relay);
@@ -1272,6 +1533,11 @@ int relay_new(struct event_base *base, const struct middlecon_config *cfg, struc
 		return -ENOMEM;
 	}
 	log_info("Listening on '%s'", cfg->socket);
+	r = peer_mesh_start(relay);
+	if (r < 0) {
+		relay_free(relay);
+		return r;
+	}
 	*ret = relay;
 	return 0;
 }
@@ -1282,6 +1548,8 @@ struct relay *relay_free(struct relay *relay)
 		return NULL;
 	if (relay->listener)
 		evconnlistener_free(relay->listener);
+	/* The links first: their teardown answers the requests in flight over them. */
+	relay->mesh = peer_mesh_free(relay->mesh);
 	while (relay->conns)
 		conn_close(relay->conns);
 	if (relay->reap) {
