@@ -896,10 +896,17 @@ static void handle_reply(struct relay_conn *c, const Frame *f, size_t body_len)
 
 static void handle_cancel(struct relay_conn *c, const Frame *f)
 {
+	/*
+	 * A relay forwarding its own deadline says so (DEADLINE_EXCEEDED); from a client, a
+	 * CANCEL is the caller giving up.
+	 */
+	int status = c->link && f->status == STATUS(DEADLINE_EXCEEDED) ? STATUS(DEADLINE_EXCEEDED) :
+									 STATUS(CANCELLED);
+
 	for (struct relay_req *q = c->requests; q; q = q->rq_next)
 		if (q->caller_id == f->id) {
-			send_cancel(q->responder, q->relay_id, STATUS(CANCELLED));
-			c->relay->stats.status[STATUS(CANCELLED)]++;
+			send_cancel(q->responder, q->relay_id, status);
+			c->relay->stats.status[status]++;
 			req_free(q);
 			return;
 		}

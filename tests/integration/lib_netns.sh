@@ -50,6 +50,7 @@ netns_cleanup() {
 		[ -n "$ns" ] || continue
 		netns_kill_all "$ns"
 		ip netns del "$ns" 2>/dev/null
+		rm -rf "/etc/netns/$ns"
 	done
 	# Deleting a namespace deletes its end of each veth pair and with it the pair; delete the
 	# root ends too in case a namespace could not be deleted.
@@ -128,6 +129,15 @@ ns_exec() {
 	local i=$1
 	shift
 	ip netns exec "${NS_NAMES[i]}" "$@"
+}
+
+# ns_hosts I LINE...: the /etc/hosts that commands in host I see (ip netns exec bind-mounts
+# /etc/netns/<namespace>/hosts over /etc/hosts); LINE is "ADDRESS NAME...".
+ns_hosts() {
+	local i=$1
+	shift
+	mkdir -p "/etc/netns/${NS_NAMES[i]}"
+	printf '%s\n' "127.0.0.1 localhost" "$@" >"/etc/netns/${NS_NAMES[i]}/hosts"
 }
 
 # ns_bg I COMMAND...: ns_exec in the background; sets NS_BG_PID and registers it with lib.sh's

@@ -12,7 +12,8 @@
  *   mc_client -s SOCK sub-stall PATTERN | serve-stall NAME
  *   mc_client -s SOCK flood NAME --count N --size BYTES [--call] [--hold-ms MS]
  *
- * call prints "STATUS BODY"; serve prints "ready" once registered and "cancel STATUS" for each
+ * call prints "STATUS BODY"; serve prints "ready" once registered, "request BODY uid=UID
+ * node=NODE" (the caller-* headers) for each request and "cancel STATUS" for each
  * CANCEL; sub prints "ready", then each message's body; bad-* print the reaction to a malformed
  * frame ("BAD_REQUEST closed", ...). pub prints the status of a refused PUBLISH. sub-stall and
  * serve-stall subscribe or register, print "ready" and then never read again (slow consumers);
@@ -240,15 +241,19 @@ static int cmd_serve(int fd, int argc, char **argv)
 			fflush(stdout);
 		} else if (f->kind == MIDDLECON__FRAME__KIND__REQUEST) {
 			Frame out = MIDDLECON__FRAME__INIT;
-			const char *uid = "";
-			int uid_len = 0;
+			const char *uid = "", *node = "";
+			int uid_len = 0, node_len = 0;
 
 			for (size_t i = 0; i < f->n_headers; i++)
 				if (strcmp(f->headers[i]->key, "caller-uid") == 0) {
 					uid = (const char *)f->headers[i]->value.data;
 					uid_len = (int)f->headers[i]->value.len;
+				} else if (strcmp(f->headers[i]->key, "caller-node") == 0) {
+					node = (const char *)f->headers[i]->value.data;
+					node_len = (int)f->headers[i]->value.len;
 				}
-			printf("request %.*s uid=%.*s\n", (int)len, body, uid_len, uid);
+			printf("request %.*s uid=%.*s node=%.*s\n", (int)len, body, uid_len, uid,
+			       node_len, node);
 			fflush(stdout);
 			if (!no_reply) {
 				if (delay > 0)

@@ -36,7 +36,7 @@ check_eq "PING gets PONG" PONG "$(mc ping)"
 # Request/reply.
 serve_bg echo.svc "$T_TMP/echo.out"
 check_eq "request/reply" "OK hello" "$(mc call echo.svc hello)"
-check "responder sees the caller's uid from SO_PEERCRED" grep -q "^request hello uid=$(id -u)\$" "$T_TMP/echo.out"
+check "responder sees the caller's uid from SO_PEERCRED" grep -q "^request hello uid=$(id -u) node=$(hostname)\$" "$T_TMP/echo.out"
 kill "$SRV_PID"; wait "$SRV_PID" 2>/dev/null
 
 # Load balancing across three responders.

@@ -82,7 +82,7 @@ out=$(mc_nobody call vm.abc.pause x)
 check_eq "nobody: REQUEST on the protected prefix is DENIED" DENIED "$(cut -d' ' -f1 <<<"$out")"
 check "the DENIED reply names the rule" grep -q "uid 65534 gid 65534 may not call 'vm.abc.pause' (ACL rule for 'vm.')" <<<"$out"
 check_eq "nobody: REQUEST on the open prefix is allowed" "OK hi" "$(mc_nobody call open.echo hi)"
-check "the responder sees uid 65534" grep -q '^request hi uid=65534$' "$T_TMP/open.out"
+check "the responder sees uid 65534" grep -q "^request hi uid=65534 node=$(hostname)\$" "$T_TMP/open.out"
 check_eq "root: REQUEST on the protected prefix is allowed" "OK paused" "$(mc call vm.abc.pause x)"
 check_eq "root: a deny rule naming uid 0 refuses root" DENIED "$(mc call vm.public.stats x | cut -d' ' -f1)"
 check_eq "root: calls the open prefix" "OK hi" "$(mc call open.echo hi)"
