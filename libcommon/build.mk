@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-LIBCOMMON_PKGS := openssl
+LIBCOMMON_PKGS := openssl jansson libevent
 LIBCOMMON_SRCS := \
 	libcommon/tls.c \
 	libcommon/certgen.c \
@@ -10,7 +10,9 @@ LIBCOMMON_SRCS := \
 	libcommon/http.c \
 	libcommon/paths.c \
 	libcommon/proto_io.c \
-	libcommon/netaddr.c
+	libcommon/netaddr.c \
+	libcommon/ctlsock.c \
+	libcommon/instance.c
 
 LIBCOMMON_OBJS := $(LIBCOMMON_SRCS:%.c=$(B)/obj/%.o)
 LIBCOMMON := $(B)/libcommon.a

@@ -322,6 +322,10 @@ const char *http_status_reason(int status)
 	switch (status) {
 	case 200:
 		return "OK";
+	case 201:
+		return "Created";
+	case 202:
+		return "Accepted";
 	case 204:
 		return "No Content";
 	case 400:
@@ -336,12 +340,18 @@ const char *http_status_reason(int status)
 		return "Method Not Allowed";
 	case 408:
 		return "Request Timeout";
+	case 409:
+		return "Conflict";
 	case 411:
 		return "Length Required";
 	case 413:
 		return "Content Too Large";
 	case 414:
 		return "URI Too Long";
+	case 415:
+		return "Unsupported Media Type";
+	case 422:
+		return "Unprocessable Content";
 	case 429:
 		return "Too Many Requests";
 	case 431:

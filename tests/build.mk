@@ -117,3 +117,9 @@ $(B)/tests/natsbench: $(B)/obj/tests/bench/natsbench.o $(B)/obj/middlecon/benchl
 	$(Q)$(CC) $(BASE_LDFLAGS) -o $@ $^ $(call pkg_libs,libnats) -lpthread -lm
 
 $(eval $(call unit_test,acl,$(B)/obj/middlecon/acl.o,))
+
+# The control sockets of the launchers and their instance records (libcommon/ctlsock.c,
+# libcommon/instance.c).
+$(eval $(call unit_test,ctlsock,,libevent jansson))
+$(eval $(call unit_test,instance,,jansson))
+$(eval $(call fuzz_target,ctlreq,,libevent jansson))
