@@ -117,6 +117,7 @@ $(B)/tests/natsbench: $(B)/obj/tests/bench/natsbench.o $(B)/obj/middlecon/benchl
 	$(Q)$(CC) $(BASE_LDFLAGS) -o $@ $^ $(call pkg_libs,libnats) -lpthread -lm
 
 $(eval $(call unit_test,acl,$(B)/obj/middlecon/acl.o,))
+$(eval $(call unit_test,netaddr,,))
 
 # The control sockets of the launchers and their instance records (libcommon/ctlsock.c,
 # libcommon/instance.c).
