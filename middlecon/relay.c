@@ -172,9 +172,22 @@ int conn_send(struct relay_conn *c, Frame *f, struct evbuffer *src, const void *
 	}
 	c->frames_out++;
 	/* A link's bufferevent encrypts: its socket takes only what OpenSSL writes. */
-	if (queued == 0 && !c->link)
-		/* EAGAIN leaves the rest queued for the bufferevent; a real error surfaces there. */
+	if (queued == 0 && !c->link) {
+		/*
+		 * A socket bufferevent keeps the front of its output frozen so that only its own
+		 * write callback drains it; it thaws it around its writes, and so do we. EAGAIN
+		 * leaves the rest queued for the bufferevent; a real error surfaces there.
+		 */
+		evbuffer_unfreeze(out, 1);
 		(void)evbuffer_write(out, bufferevent_getfd(c->bev));
+		evbuffer_freeze(out, 1);
+	} else if (queued == 0 && evbuffer_get_length(out) <= RELAY_LINK_COALESCE)
+		/*
+		 * OpenSSL's filter makes one TLS record (and one write) per evbuffer chain: one
+		 * contiguous small frame costs one record instead of a header record and a body
+		 * record, here and in the peer's reads.
+		 */
+		(void)evbuffer_pullup(out, -1);
 	/*
 	 * Backpressure: a peer that does not read what it is sent is not read either, so it cannot
 	 * make the relay queue answers (OVERLOADED replies included) without bound. Frames routed

@@ -26,6 +26,8 @@ struct peer_mesh;
 #define LISTEN_BACKLOG 511
 /* Registrations and subscriptions one connection may hold: each costs relay memory. */
 #define RELAY_MAX_ROUTES_PER_CONN 4096
+/* Frames on a link up to this size are made contiguous, so they go out as one TLS record. */
+#define RELAY_LINK_COALESCE 16384
 /* Names one peer node may announce. */
 #define RELAY_MAX_ROUTES_PER_LINK 65536
 /* How long a connection being closed with a reason may take to read that reason. */
