@@ -16,6 +16,7 @@ K2I_SRCS := \
 	k2i/server.c \
 	k2i/h2.c \
 	k2i/lifecycle.c \
+	k2i/instances.c \
 	k2i/main.c
 
 K2I_CORE_OBJS := $(K2I_CORE_SRCS:%.c=$(B)/obj/%.o)

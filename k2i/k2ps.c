@@ -57,6 +57,7 @@ static char **arg_users, **arg_comms, **arg_pids;
 static const char *arg_match, *arg_cgroup;
 static uint32_t arg_limit;
 static bool arg_json, arg_summary, arg_no_headers, arg_events, arg_threads, arg_http1;
+static bool arg_vms, arg_sandboxes;
 static double arg_watch; /* 0: once */
 static unsigned arg_fanout = 64;
 static double arg_timeout = 5;
@@ -176,6 +177,8 @@ static void help(void)
 	       "      --no-headers              no header line\n"
 	       "      --json                    NDJSON: one object per process, with \"host\"\n"
 	       "      --hosts-summary           one line per host: processes, load, memory\n"
+	       "      --vms, --sandboxes        the microVMs / sandboxes of every host (running, and\n"
+	       "                                the last that ended, with how they ended)\n"
 	       "      --watch[=SEC]             redraw every SEC seconds (default 2) until Ctrl-C\n"
 	       "      --events                  merged live feed of the hosts' process events\n"
 	       "\n"
@@ -453,6 +456,8 @@ enum {
 	ARG_NO_HEADERS,
 	ARG_JSON,
 	ARG_SUMMARY,
+	ARG_VMS,
+	ARG_SANDBOXES,
 	ARG_WATCH,
 	ARG_EVENTS,
 	ARG_FANOUT,
@@ -484,6 +489,8 @@ static int parse_argv(int argc, char *argv[])
 		{ "no-headers", no_argument, NULL, ARG_NO_HEADERS },
 		{ "json", no_argument, NULL, ARG_JSON },
 		{ "hosts-summary", no_argument, NULL, ARG_SUMMARY },
+		{ "vms", no_argument, NULL, ARG_VMS },
+		{ "sandboxes", no_argument, NULL, ARG_SANDBOXES },
 		{ "watch", optional_argument, NULL, ARG_WATCH },
 		{ "events", no_argument, NULL, ARG_EVENTS },
 		{ "fanout", required_argument, NULL, ARG_FANOUT },
@@ -565,6 +572,12 @@ static int parse_argv(int argc, char *argv[])
 		case ARG_SUMMARY:
 			arg_summary = true;
 			break;
+		case ARG_VMS:
+			arg_vms = true;
+			break;
+		case ARG_SANDBOXES:
+			arg_sandboxes = true;
+			break;
 		case ARG_WATCH:
 			arg_watch = 2;
 			if (optarg)
@@ -606,8 +619,11 @@ static int parse_argv(int argc, char *argv[])
 	for (int i = optind; i < argc; i++)
 		if (strspn(argv[i], "-auxef") != strlen(argv[i]))
 			return usage_error("unexpected argument '%s'", argv[i]);
-	if (arg_summary && arg_events)
-		return usage_error("--hosts-summary and --events exclude each other");
+	if (arg_summary + arg_events + (arg_vms || arg_sandboxes) > 1)
+		return usage_error(
+			"--hosts-summary, --events and --vms/--sandboxes exclude each other");
+	if ((arg_vms || arg_sandboxes) && arg_watch > 0)
+		return usage_error("--watch cannot be combined with --vms or --sandboxes");
 	if (arg_watch > 0 && (arg_events || arg_json))
 		return usage_error("--watch cannot be combined with --events or --json");
 
@@ -1174,6 +1190,87 @@ static int mode_summary(struct k2ps *k)
 	return failed;
 }
 
+/* One instance's line: how it ended, or what its launcher says of it. */
+static void print_instance(const char *host, const json_t *o)
+{
+	const json_t *info = json_object_get(o, "info");
+	const char *state = json_string_value(json_object_get(o, "state")) ?: "-";
+	char detail[64] = "-";
+
+	if (json_is_integer(json_object_get(o, "exit_code")))
+		snprintf(detail, sizeof(detail), "exit %" JSON_INTEGER_FORMAT,
+			 json_integer_value(json_object_get(o, "exit_code")));
+	else if (json_is_integer(json_object_get(o, "signal")))
+		snprintf(detail, sizeof(detail), "signal %" JSON_INTEGER_FORMAT,
+			 json_integer_value(json_object_get(o, "signal")));
+	else if (json_is_string(json_object_get(o, "error")))
+		snprintf(detail, sizeof(detail), "%s",
+			 json_string_value(json_object_get(o, "error")));
+	else if (json_is_integer(json_object_get(info, "vcpu_count")))
+		snprintf(detail, sizeof(detail), "%" JSON_INTEGER_FORMAT " vCPU",
+			 json_integer_value(json_object_get(info, "vcpu_count")));
+	printf("%-21s %-8s %-20s %-12s %8" JSON_INTEGER_FORMAT " %-24s %s\n", host,
+	       json_string_value(json_object_get(o, "kind")) ?: "-",
+	       json_string_value(json_object_get(o, "id")) ?: "-", state,
+	       json_integer_value(json_object_get(o, "pid")),
+	       json_string_value(json_object_get(o, "started_at")) ?: "-", detail);
+}
+
+/* --vms / --sandboxes: every host's instances of the kinds asked for. */
+static int mode_instances(struct k2ps *k)
+{
+	static const struct {
+		const char *path, *key;
+	} kinds[] = { { "/v1/vms", "vms" }, { "/v1/sandboxes", "sandboxes" } };
+	int failed = 0;
+
+	if (!arg_json && !arg_no_headers)
+		printf("%-21s %-8s %-20s %-12s %8s %-24s %s\n", "HOST", "KIND", "ID", "STATE",
+		       "PID", "STARTED", "DETAIL");
+	for (size_t kind = 0; kind < ELEMENTSOF(kinds); kind++) {
+		int f;
+
+		if ((kind == 0 && !arg_vms) || (kind == 1 && !arg_sandboxes))
+			continue;
+		f = run_fetch(k, kinds[kind].path);
+		if (f < 0)
+			return f;
+		for (size_t i = 0; i < arg_n_hosts; i++) {
+			struct fetch_request *req = &k->reqs[i];
+			json_auto_t *j = NULL;
+			json_t *list, *o;
+			size_t n;
+
+			if (req->error)
+				continue;
+			j = json_loadb(req->body, req->body_len, 0, NULL);
+			list = json_object_get(j, kinds[kind].key);
+			if (!json_is_array(list)) {
+				req->error = strdup("malformed answer");
+				f++;
+				continue;
+			}
+			json_array_foreach(list, n, o)
+			{
+				_cleanup_free_ char *line = NULL;
+
+				if (!arg_json) {
+					print_instance(arg_hosts[i].label, o);
+					continue;
+				}
+				if (json_object_set_new(o, "host",
+							json_string(arg_hosts[i].label)) < 0 ||
+				    !(line = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(15))))
+					return log_oom();
+				printf("%s\n", line);
+			}
+		}
+		report_failures(stderr, k->reqs);
+		failed = MAX(failed, f);
+	}
+	return failed;
+}
+
 static int terminal_rows(void)
 {
 	struct winsize ws;
@@ -1413,6 +1510,8 @@ int main(int argc, char *argv[])
 		r = mode_events(&k);
 	else if (arg_summary)
 		r = mode_summary(&k);
+	else if (arg_vms || arg_sandboxes)
+		r = mode_instances(&k);
 	else if (arg_watch > 0)
 		r = mode_watch(&k);
 	else

@@ -346,6 +346,8 @@ static void on_event(const struct proc_event *ev, void *userdata)
 			}
 			if (ev->has_exit_status && event_hub_record_exit(l->hub, &x) < 0)
 				log_debug("Out of memory recording an exit, ignoring");
+			if (ev->has_exit_status)
+				routes_note_exit(l->routes, &x);
 		}
 		break;
 	}

@@ -17,6 +17,7 @@
 
 #include "k2i/config.h"
 #include "k2i/events.h"
+#include "k2i/instances.h"
 #include "k2i/lifecycle.h"
 #include "k2i/metrics.h"
 #include "k2i/routes.h"
@@ -35,6 +36,7 @@ DEFINE_CLEANUP_FUNC(struct routes, routes_free)
 DEFINE_CLEANUP_FUNC(struct k2i_server, server_free)
 DEFINE_CLEANUP_FUNC(struct event_hub, event_hub_free)
 DEFINE_CLEANUP_FUNC(struct lifecycle, lifecycle_free)
+DEFINE_CLEANUP_FUNC(struct instances, instances_free)
 
 static const char *arg_config = NULL;
 static bool arg_check_config = false;
@@ -233,6 +235,8 @@ static int run(int argc, char **argv)
 	_cleanup_(SSL_CTX_freep) SSL_CTX *ssl_ctx = NULL;
 	_cleanup_(event_hub_freep) struct event_hub *hub = NULL;
 	_cleanup_(routes_freep) struct routes *routes = NULL;
+	/* After routes, so freed before it: routes borrows it. */
+	_cleanup_(instances_freep) struct instances *instances = NULL;
 	_cleanup_(lifecycle_freep) struct lifecycle *lifecycle = NULL;
 	_cleanup_(server_freep) struct k2i_server *server = NULL;
 	_cleanup_free_ char *err = NULL;
@@ -306,6 +310,15 @@ static int run(int argc, char **argv)
 		r = log_oom();
 		goto out;
 	}
+	/* Without the instance directory k2i still serves processes; the routes then say why. */
+	r = instances_new(base, cfg.rundir, &instances);
+	if (r < 0)
+		log_warn_errno(r,
+			       "Cannot watch the instance records under '%s', not reporting "
+			       "instances: %m",
+			       cfg.rundir);
+	else
+		routes_set_instances(routes, instances);
 	{
 		struct lifecycle_options lo = {
 			.no_bpf = cfg.no_bpf,

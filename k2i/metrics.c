@@ -15,12 +15,20 @@
 #include "libcommon/fdutil.h"
 
 static const char *const route_names[_K2I_ROUTE_MAX] = {
-	[K2I_ROUTE_NONE] = "none",	     [K2I_ROUTE_INDEX] = "index",
-	[K2I_ROUTE_HELLO] = "hello",	     [K2I_ROUTE_PROC] = "proc",
-	[K2I_ROUTE_PROC_PID] = "proc_pid",   [K2I_ROUTE_PROC_CMD] = "proc_cmd",
-	[K2I_ROUTE_PROC_SELF] = "proc_self", [K2I_ROUTE_HOST] = "host",
-	[K2I_ROUTE_CONFIG] = "config",	     [K2I_ROUTE_METRICS] = "metrics",
-	[K2I_ROUTE_HEALTHZ] = "healthz",     [K2I_ROUTE_EVENTS] = "events",
+	[K2I_ROUTE_NONE] = "none",
+	[K2I_ROUTE_INDEX] = "index",
+	[K2I_ROUTE_HELLO] = "hello",
+	[K2I_ROUTE_PROC] = "proc",
+	[K2I_ROUTE_PROC_PID] = "proc_pid",
+	[K2I_ROUTE_PROC_CMD] = "proc_cmd",
+	[K2I_ROUTE_PROC_SELF] = "proc_self",
+	[K2I_ROUTE_HOST] = "host",
+	[K2I_ROUTE_CONFIG] = "config",
+	[K2I_ROUTE_METRICS] = "metrics",
+	[K2I_ROUTE_HEALTHZ] = "healthz",
+	[K2I_ROUTE_EVENTS] = "events",
+	[K2I_ROUTE_VMS] = "vms",
+	[K2I_ROUTE_SANDBOXES] = "sandboxes",
 	[K2I_ROUTE_EXITS] = "exits",
 };
 

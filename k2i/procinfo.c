@@ -2388,7 +2388,8 @@ static bool entry_fields_ok(const struct proc_snapshot *snap, size_t i, uint64_t
 					       PROC_FIELD_BIT(PROC_FIELD_INSTANCE)));
 }
 
-int proc_entry_to_json(const struct proc_snapshot *snap, size_t i, uint64_t fields, json_t **ret)
+int proc_entry_to_json(const struct proc_snapshot *snap, size_t i, uint64_t fields,
+		       const struct proc_instance *inst, json_t **ret)
 {
 	const struct snapshot_impl *si = snapshot_impl(snap);
 	const struct proc_entry *e;
@@ -2487,8 +2488,9 @@ int proc_entry_to_json(const struct proc_snapshot *snap, size_t i, uint64_t fiel
 		case PROC_FIELD_NS:
 			v = json_ns(e);
 			break;
-		default: /* PROC_FIELD_INSTANCE, until instances are tracked */
-			v = json_null();
+		default: /* PROC_FIELD_INSTANCE */
+			v = inst ? json_pack("{s:s, s:s}", "kind", inst->kind, "id", inst->id) :
+				   json_null();
 			break;
 		}
 		/* json_object_set_new_nocheck() consumes @v, and fails on NULL (allocation). */
@@ -2715,7 +2717,7 @@ static int text_ns(struct proc_text *t, const struct proc_entry *e)
 }
 
 int proc_entry_to_text(const struct proc_snapshot *snap, size_t i, uint64_t fields,
-		       struct proc_text *out)
+		       const struct proc_instance *inst, struct proc_text *out)
 {
 	const struct snapshot_impl *si = snapshot_impl(snap);
 	const struct proc_entry *e;
@@ -2832,7 +2834,19 @@ int proc_entry_to_text(const struct proc_snapshot *snap, size_t i, uint64_t fiel
 			r = text_ns(out, e);
 			break;
 		default: /* PROC_FIELD_INSTANCE */
-			r = proc_text_append(out, "null", 4);
+			if (!inst) {
+				r = proc_text_append(out, "null", 4);
+				break;
+			}
+			r = proc_text_append(out, "{\"kind\":", 8);
+			if (r >= 0)
+				r = text_str(out, inst->kind);
+			if (r >= 0)
+				r = proc_text_append(out, ",\"id\":", 6);
+			if (r >= 0)
+				r = text_str(out, inst->id);
+			if (r >= 0)
+				r = proc_text_append(out, "}", 1);
 			break;
 		}
 	}

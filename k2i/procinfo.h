@@ -34,8 +34,8 @@ struct json_t;
  *   exe:                 readlink "exe"
  *   cgroup container_id: "cgroup"
  *   ns:                  readlink "ns/<type>" for eight types
- *   instance:            nothing yet (always JSON null; a later change ties VMM and sandbox
- *                        processes to their instance)
+ *   instance:            {kind, id} of the sandbox or microVM the process belongs to (given
+ *                        by the caller, see k2i/instances.h), else null
  */
 enum proc_field {
 	PROC_FIELD_KEY,
@@ -124,6 +124,12 @@ struct proc_entry {
  * A snapshot of the process table. All members are read-only for users; entries are sorted by
  * (pid, tid).
  */
+/* The instance a process belongs to, as its "instance" field shows it (borrowed strings). */
+struct proc_instance {
+	const char *kind; /* "vm" or "sandbox" */
+	const char *id;
+};
+
 struct proc_snapshot {
 	const struct proc_entry *entries;
 	size_t count;
@@ -272,7 +278,7 @@ int proc_scanner_patch(struct proc_scanner *s, const struct proc_snapshot *base,
  * field the snapshot was not taken with (tid and instance excepted), or -ENOMEM.
  */
 int proc_entry_to_json(const struct proc_snapshot *snap, size_t i, uint64_t fields,
-		       struct json_t **ret);
+		       const struct proc_instance *inst, struct json_t **ret);
 
 /*
  * A growable buffer of JSON text. Start it zeroed; the caller frees data with free().
@@ -292,7 +298,7 @@ struct proc_text {
  * proc_entry_to_json(), or -ENOMEM (@out then holds a partial object; its len may be reset).
  */
 int proc_entry_to_text(const struct proc_snapshot *snap, size_t i, uint64_t fields,
-		       struct proc_text *out);
+		       const struct proc_instance *inst, struct proc_text *out);
 
 /* Appends @n bytes of @data to @out. Returns 0 or -ENOMEM. */
 int proc_text_append(struct proc_text *out, const char *data, size_t n);

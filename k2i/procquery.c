@@ -678,7 +678,8 @@ static int select_entries(const struct proc_query *q, const struct proc_snapshot
 }
 
 int proc_query_run(const struct proc_query *q, const struct proc_snapshot *snap,
-		   const char *comm_substring, json_t **ret_array)
+		   const char *comm_substring, const struct proc_instance *const *tags,
+		   json_t **ret_array)
 {
 	uint64_t out = proc_query_output_fields(q);
 	_cleanup_free_ size_t *idx = NULL;
@@ -695,7 +696,7 @@ int proc_query_run(const struct proc_query *q, const struct proc_snapshot *snap,
 	for (size_t i = 0; i < n; i++) {
 		json_t *o;
 
-		r = proc_entry_to_json(snap, idx[i], out, &o);
+		r = proc_entry_to_json(snap, idx[i], out, tags ? tags[idx[i]] : NULL, &o);
 		if (r < 0)
 			return r;
 		/* json_array_append_new() takes the reference, also when it fails. */
@@ -707,8 +708,8 @@ int proc_query_run(const struct proc_query *q, const struct proc_snapshot *snap,
 }
 
 int proc_query_run_text(const struct proc_query *q, const struct proc_snapshot *snap,
-			const char *comm_substring, char **ret_text, size_t *ret_len,
-			size_t *ret_count)
+			const char *comm_substring, const struct proc_instance *const *tags,
+			char **ret_text, size_t *ret_len, size_t *ret_count)
 {
 	uint64_t out = proc_query_output_fields(q);
 	_cleanup_free_ size_t *idx = NULL;
@@ -724,7 +725,7 @@ int proc_query_run_text(const struct proc_query *q, const struct proc_snapshot *
 		if (i > 0)
 			r = proc_text_append(&t, ",", 1);
 		if (r >= 0)
-			r = proc_entry_to_text(snap, idx[i], out, &t);
+			r = proc_entry_to_text(snap, idx[i], out, tags ? tags[idx[i]] : NULL, &t);
 	}
 	if (r >= 0)
 		r = proc_text_append(&t, "]", 1);

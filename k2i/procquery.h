@@ -34,6 +34,7 @@
 
 struct json_t;
 struct proc_snapshot;
+struct proc_instance;
 struct proc_query;
 
 /*
@@ -69,11 +70,13 @@ bool proc_query_threads(const struct proc_query *q);
  * Filters @snap (borrowed) by @q (borrowed; NULL selects everything), and by @comm_substring if
  * not NULL (a substring of comm, as the /v1/proc/cmd/{comm} route of the original k2i), sorts,
  * applies the limit and builds the array of process objects with the output fields. On success
- * stores a new reference in *ret_array and returns 0. Returns -EINVAL if @snap was taken
- * without some of proc_query_needed_fields() (plus comm for @comm_substring), or -ENOMEM.
+ * stores a new reference in *ret_array and returns 0. @tags (may be NULL) holds, for each entry
+ * of @snap, the instance it belongs to or NULL (k2i/instances.h). Returns -EINVAL if @snap was
+ * taken without some of proc_query_needed_fields() (plus comm for @comm_substring), or -ENOMEM.
  */
 int proc_query_run(const struct proc_query *q, const struct proc_snapshot *snap,
-		   const char *comm_substring, struct json_t **ret_array);
+		   const char *comm_substring, const struct proc_instance *const *tags,
+		   struct json_t **ret_array);
 
 /*
  * As proc_query_run(), but writes the array as compact JSON text (see proc_entry_to_text(): the
@@ -83,5 +86,5 @@ int proc_query_run(const struct proc_query *q, const struct proc_snapshot *snap,
  * NULL) and returns 0. Returns -EINVAL as proc_query_run(), or -ENOMEM.
  */
 int proc_query_run_text(const struct proc_query *q, const struct proc_snapshot *snap,
-			const char *comm_substring, char **ret_text, size_t *ret_len,
-			size_t *ret_count);
+			const char *comm_substring, const struct proc_instance *const *tags,
+			char **ret_text, size_t *ret_len, size_t *ret_count);

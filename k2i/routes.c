@@ -17,9 +17,11 @@
 #include "k2i/lifecycle.h"
 #include "k2i/procinfo.h"
 #include "k2i/procquery.h"
+#include "k2i/instances.h"
 #include "libcommon/cleanup.h"
 #include "libcommon/conf.h"
 #include "libcommon/http.h"
+#include "libcommon/instance.h"
 #include "libcommon/log.h"
 #include "libcommon/strutil.h"
 #include "libcommon/tls.h"
@@ -37,6 +39,7 @@ struct routes {
 	struct auth_tokens *tokens;
 	struct event_hub *hub;
 	struct lifecycle *lifecycle;
+	struct instances *instances; /* borrowed, may be NULL */
 	char hostname[256];
 	/* The shared snapshot: requests within cfg->scan_max_age_ms reuse it when it has the
 	 * fields and the thread view they need. */
@@ -144,6 +147,17 @@ static void live_push(struct routes *r, pid_t **list, size_t *n, pid_t pid)
 		return;
 	}
 	(*list)[(*n)++] = pid;
+}
+
+void routes_set_instances(struct routes *r, struct instances *in)
+{
+	r->instances = in;
+}
+
+void routes_note_exit(struct routes *r, const struct event_exit *x)
+{
+	if (r->instances)
+		instances_note_exit(r->instances, x);
 }
 
 void routes_note_process(struct routes *r, pid_t pid, bool gone)
@@ -320,6 +334,7 @@ static void route_proc_list(struct routes *r, const struct http_query *params,
 {
 	_cleanup_(proc_query_freep) struct proc_query *q = NULL;
 	_cleanup_(proc_snapshot_unrefp) struct proc_snapshot *snap = NULL;
+	_cleanup_free_ const struct proc_instance **tags = NULL;
 	_cleanup_free_ char *text = NULL;
 	size_t len = 0, count = 0;
 	uint64_t need;
@@ -330,14 +345,47 @@ static void route_proc_list(struct routes *r, const struct http_query *params,
 	need = proc_query_needed_fields(q);
 	if (comm_substring)
 		need |= PROC_FIELD_BIT(PROC_FIELD_COMM);
+	/* Tying processes to instances walks the parents and checks the launchers' start. */
+	if (r->instances && instances_any_live(r->instances) &&
+	    (proc_query_output_fields(q) & PROC_FIELD_BIT(PROC_FIELD_INSTANCE)))
+		need |= PROC_FIELD_BIT(PROC_FIELD_PPID) | PROC_FIELD_BIT(PROC_FIELD_START_TIME);
 	e = get_snapshot(r, need, proc_query_threads(q), &snap);
 	if (e < 0) {
 		respond_error(resp, 500, "cannot read the process table: %s", strerror(-e));
 		return;
 	}
-	e = proc_query_run_text(q, snap, comm_substring, &text, &len, &count);
+	if (r->instances && instances_any_live(r->instances) &&
+	    (proc_query_output_fields(q) & PROC_FIELD_BIT(PROC_FIELD_INSTANCE)) &&
+	    instances_tag(r->instances, snap, &tags) < 0) {
+		respond_error(resp, 500, "cannot build the response");
+		return;
+	}
+	e = proc_query_run_text(q, snap, comm_substring, tags, &text, &len, &count);
 	if (e < 0 || respond_list_text(r, resp, "processes", text, len, count) < 0)
 		respond_error(resp, 500, "cannot build the response");
+}
+
+/*
+ * The instance process @pid belongs to, for a one-process answer: the tags of a snapshot with
+ * every process's parent, which the ancestor walk needs. NULL if none (or on failure: the
+ * field is then null rather than the request failing).
+ */
+static const struct proc_instance *instance_of(struct routes *r, pid_t pid)
+{
+	_cleanup_(proc_snapshot_unrefp) struct proc_snapshot *snap = NULL;
+	_cleanup_free_ const struct proc_instance **tags = NULL;
+
+	if (!r->instances || !instances_any_live(r->instances) ||
+	    get_snapshot(r,
+			 PROC_FIELD_BIT(PROC_FIELD_PID) | PROC_FIELD_BIT(PROC_FIELD_PPID) |
+				 PROC_FIELD_BIT(PROC_FIELD_START_TIME),
+			 false, &snap) < 0 ||
+	    instances_tag(r->instances, snap, &tags) < 0)
+		return NULL;
+	for (size_t i = 0; i < snap->count; i++)
+		if (snap->entries[i].pid == pid)
+			return tags[i];
+	return NULL;
 }
 
 static void route_proc_one(struct routes *r, const struct http_query *params, pid_t pid,
@@ -366,7 +414,11 @@ static void route_proc_one(struct routes *r, const struct http_query *params, pi
 		respond_error(resp, 500, "cannot read process %d: %s", (int)pid, strerror(-e));
 		return;
 	}
-	e = proc_entry_to_text(snap, 0, proc_query_output_fields(q), &text);
+	e = proc_entry_to_text(snap, 0, proc_query_output_fields(q),
+			       (proc_query_output_fields(q) & PROC_FIELD_BIT(PROC_FIELD_INSTANCE)) ?
+				       instance_of(r, pid) :
+				       NULL,
+			       &text);
 	resp->body = e >= 0 ? evbuffer_new() : NULL;
 	if (!resp->body || evbuffer_add(resp->body, text.data, text.len) < 0 ||
 	    evbuffer_add(resp->body, "\n", 1) < 0) {
@@ -562,14 +614,52 @@ static void route_exits(struct routes *r, const struct http_query *params,
 		respond_error(resp, 500, "cannot build the response");
 }
 
+/* GET /v1/vms[/{id}] and /v1/sandboxes[/{id}]. */
+static void route_instances(struct routes *r, const char *kind, const char *id,
+			    struct k2i_response *resp)
+{
+	json_auto_t *j = NULL;
+	_cleanup_free_ char *text = NULL;
+	int e;
+
+	if (id && !instance_id_valid(id)) {
+		respond_error(resp, 400, "invalid instance id");
+		return;
+	}
+	if (!r->instances) {
+		respond_error(resp, id ? 404 : 503, "instances are not tracked on this host");
+		return;
+	}
+	/* The launchers answer on their own loop: 200 ms covers a busy one, not a hung one. */
+	e = instances_json(r->instances, kind, id, 200, &j);
+	if (e == -ENOENT) {
+		respond_error(resp, 404, "no %s with id '%s'", kind, id);
+		return;
+	}
+	if (e < 0) {
+		respond_error(resp, 500, "cannot build the response");
+		return;
+	}
+	if (id) {
+		if (respond_json(resp, 200, j) < 0)
+			respond_error(resp, 500, "cannot build the response");
+		return;
+	}
+	text = json_dumps(j, JSON_COMPACT);
+	if (!text || respond_list_text(r, resp, strcmp(kind, "vm") == 0 ? "vms" : "sandboxes", text,
+				       strlen(text), json_array_size(j)) < 0)
+		respond_error(resp, 500, "cannot build the response");
+}
+
 static void route_index(struct routes *r, struct k2i_response *resp)
 {
 	json_auto_t *j =
-		json_pack("{s:s,s:s,s:s,s:[s,s,s,s,s,s,s,s,s,s,s,s,s]}", "name", "k2i", "version",
-			  K2I_VERSION, "host", r->hostname, "routes", "/v1/proc", "/v1/proc/{pid}",
-			  "/v1/proc/pid/{pid}", "/v1/proc/cmd/{comm}", "/v1/proc/self", "/v1/k2i",
-			  "/v1/events", "/v1/exits", "/v1/host", "/v1/config", "/v1/hello",
-			  "/metrics", "/healthz");
+		json_pack("{s:s,s:s,s:s,s:[s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s]}", "name", "k2i",
+			  "version", K2I_VERSION, "host", r->hostname, "routes", "/v1/proc",
+			  "/v1/proc/{pid}", "/v1/proc/pid/{pid}", "/v1/proc/cmd/{comm}",
+			  "/v1/proc/self", "/v1/k2i", "/v1/events", "/v1/exits", "/v1/vms",
+			  "/v1/vms/{id}", "/v1/sandboxes", "/v1/sandboxes/{id}", "/v1/host",
+			  "/v1/config", "/v1/hello", "/metrics", "/healthz");
 
 	if (!j || respond_json(resp, 200, j) < 0)
 		respond_error(resp, 500, "cannot build the response");
@@ -588,6 +678,7 @@ struct route_match {
 	enum k2i_route route;
 	pid_t pid;
 	const char *comm; /* points into the path */
+	const char *id; /* instance id, points into the path; NULL for the list */
 	bool bad_pid;
 };
 
@@ -634,7 +725,17 @@ static struct route_match route_match(char *path)
 		m.route = K2I_ROUTE_EXITS;
 	else if (strcmp(path, "/v1/proc") == 0)
 		m.route = K2I_ROUTE_PROC;
-	else if (strcmp(path, "/v1/proc/self") == 0 || strcmp(path, "/v1/k2i") == 0)
+	else if (strcmp(path, "/v1/vms") == 0)
+		m.route = K2I_ROUTE_VMS;
+	else if (strcmp(path, "/v1/sandboxes") == 0)
+		m.route = K2I_ROUTE_SANDBOXES;
+	else if ((rest = startswith(path, "/v1/vms/")) && *rest) {
+		m.route = K2I_ROUTE_VMS;
+		m.id = rest;
+	} else if ((rest = startswith(path, "/v1/sandboxes/")) && *rest) {
+		m.route = K2I_ROUTE_SANDBOXES;
+		m.id = rest;
+	} else if (strcmp(path, "/v1/proc/self") == 0 || strcmp(path, "/v1/k2i") == 0)
 		m.route = K2I_ROUTE_PROC_SELF;
 	else if ((rest = startswith(path, "/v1/proc/pid/")) && *rest) {
 		m.route = K2I_ROUTE_PROC_PID;
@@ -762,6 +863,12 @@ static void dispatch(struct routes *r, const struct k2i_request *req, struct k2i
 		break;
 	case K2I_ROUTE_EXITS:
 		route_exits(r, &params, resp);
+		break;
+	case K2I_ROUTE_VMS:
+		route_instances(r, "vm", m.id, resp);
+		break;
+	case K2I_ROUTE_SANDBOXES:
+		route_instances(r, "sandbox", m.id, resp);
 		break;
 	default:
 		respond_error(resp, 404, "no route for '%s'", path);

@@ -57,9 +57,18 @@ int routes_new(const struct k2i_config *cfg, struct k2i_metrics *metrics, struct
 struct event_hub *routes_event_hub(const struct routes *r);
 
 struct lifecycle;
+struct instances;
+struct event_exit;
 
 /* Sets where /v1/host and /metrics read the event source from (borrowed; may be NULL). */
 void routes_set_lifecycle(struct routes *r, struct lifecycle *l);
+
+/* Sets the instance tracker behind /v1/vms, /v1/sandboxes and process objects' "instance"
+ * (borrowed; may be NULL: no instances are reported). */
+void routes_set_instances(struct routes *r, struct instances *in);
+
+/* Notes that a process ended (a launcher's exit ends its instance). */
+void routes_note_exit(struct routes *r, const struct event_exit *x);
 
 /*
  * Notes that process @pid started or exec'd (@gone false) or ended (@gone true) since the last

@@ -406,7 +406,7 @@ static json_t *entry_json(const struct proc_snapshot *snap, pid_t pid, uint64_t 
 
 	for (size_t i = 0; i < snap->count; i++)
 		if (snap->entries[i].pid == pid) {
-			assert_int_equal(proc_entry_to_json(snap, i, fields, &o), 0);
+			assert_int_equal(proc_entry_to_json(snap, i, fields, NULL, &o), 0);
 			return o;
 		}
 	fail_msg("no entry for pid %d", (int)pid);
@@ -544,7 +544,7 @@ static void test_scan_fixture(void **state)
 	assert_int_equal(json_string_length(json_array_get(v, 40)), 4096 - 40 * 100);
 
 	/* Out of range and fields the snapshot lacks. */
-	assert_int_equal(proc_entry_to_json(snap, 5, F(PID), &o), -EINVAL);
+	assert_int_equal(proc_entry_to_json(snap, 5, F(PID), NULL, &o), -EINVAL);
 }
 
 static void test_scan_selective_fields(void **state)
@@ -565,17 +565,17 @@ static void test_scan_selective_fields(void **state)
 	assert_int_equal(proc_scanner_scan(f->s, fields, false, &snap), 0);
 	assert_non_null(find_entry(snap, 7, 7));
 	assert_int_equal(snap->count, 6);
-	assert_int_equal(proc_entry_to_json(snap, 0, fields, &o), 0);
+	assert_int_equal(proc_entry_to_json(snap, 0, fields, NULL, &o), 0);
 	assert_int_equal(json_object_size(o), 3);
 	json_object_foreach(o, key, v) assert_true(
 		strcmp(key, "pid") == 0 || strcmp(key, "comm") == 0 || strcmp(key, "state") == 0);
-	assert_int_equal(proc_entry_to_json(snap, 0, fields | F(CMDLINE), &junk), -EINVAL);
-	assert_int_equal(proc_entry_to_json(snap, 0, fields | F(UID), &junk), -EINVAL);
+	assert_int_equal(proc_entry_to_json(snap, 0, fields | F(CMDLINE), NULL, &junk), -EINVAL);
+	assert_int_equal(proc_entry_to_json(snap, 0, fields | F(UID), NULL, &junk), -EINVAL);
 	/* tid and instance need nothing; tid is left out of a process view. */
 	json_decref(TAKE_PTR(o));
-	assert_int_equal(proc_entry_to_json(snap, 0, F(TID) | F(INSTANCE), &o), 0);
+	assert_int_equal(proc_entry_to_json(snap, 0, F(TID) | F(INSTANCE), NULL, &o), 0);
 	assert_int_equal(json_object_size(o), 1);
-	assert_int_equal(proc_entry_to_json(snap, snap->count, fields, &junk), -EINVAL);
+	assert_int_equal(proc_entry_to_json(snap, snap->count, fields, NULL, &junk), -EINVAL);
 	snap = proc_snapshot_unref(snap);
 
 	/* Needing its cmdline or status, it counts as vanished. */
@@ -809,7 +809,7 @@ static void test_threads(void **state)
 	assert_null(find_entry(snap, 1, 1));
 	for (size_t i = 0; i < snap->count; i++)
 		if (snap->entries[i].tid == 21)
-			assert_int_equal(proc_entry_to_json(snap, i, PROC_FIELDS_ALL, &o), 0);
+			assert_int_equal(proc_entry_to_json(snap, i, PROC_FIELDS_ALL, NULL, &o), 0);
 	assert_int_equal(json_integer_value(json_object_get(o, "pid")), 20);
 	assert_int_equal(json_integer_value(json_object_get(o, "tid")), 21);
 	assert_string_equal(json_string_value(json_object_get(o, "comm")), "worker");
@@ -935,8 +935,8 @@ static void check_text_equals_json(const struct proc_snapshot *snap, uint64_t fi
 		json_auto_t *b = NULL;
 		json_error_t err;
 
-		assert_int_equal(proc_entry_to_json(snap, i, fields, &a), 0);
-		assert_int_equal(proc_entry_to_text(snap, i, fields, &t), 0);
+		assert_int_equal(proc_entry_to_json(snap, i, fields, NULL, &a), 0);
+		assert_int_equal(proc_entry_to_text(snap, i, fields, NULL, &t), 0);
 		b = json_loadb(t.data, t.len, JSON_ALLOW_NUL, &err);
 		if (!b)
 			fail_msg("entry %zu: unparsable text: %s: %.*s", i, err.text, (int)t.len,
@@ -999,7 +999,7 @@ static json_t *snap_json(const struct proc_snapshot *snap)
 	for (size_t i = 0; i < snap->count; i++) {
 		json_t *o = NULL;
 
-		assert_int_equal(proc_entry_to_json(snap, i, snap->fields, &o), 0);
+		assert_int_equal(proc_entry_to_json(snap, i, snap->fields, NULL, &o), 0);
 		assert_int_equal(json_array_append_new(a, o), 0);
 	}
 	return a;

@@ -215,8 +215,9 @@ static char *run(struct fixture *f, const char *qs, const char *comm_substring, 
 				 f->s, proc_query_needed_fields(q) | (comm_substring ? F(COMM) : 0),
 				 proc_query_threads(q), &snap),
 			 0);
-	assert_int_equal(proc_query_run(q, snap, comm_substring, &a), 0);
-	assert_int_equal(proc_query_run_text(q, snap, comm_substring, &text, &len, &count), 0);
+	assert_int_equal(proc_query_run(q, snap, comm_substring, NULL, &a), 0);
+	assert_int_equal(proc_query_run_text(q, snap, comm_substring, NULL, &text, &len, &count),
+			 0);
 	b = json_loadb(text, len, 0, NULL);
 	assert_non_null(b);
 	assert_true(json_equal(a, b));
@@ -264,7 +265,7 @@ static void test_no_filters(void **state)
 	assert_true(proc_query_needed_fields(NULL) == PROC_FIELDS_ALL);
 	assert_false(proc_query_threads(NULL));
 	assert_int_equal(proc_scanner_scan(f->s, PROC_FIELDS_ALL, false, &snap), 0);
-	assert_int_equal(proc_query_run(NULL, snap, NULL, &a), 0);
+	assert_int_equal(proc_query_run(NULL, snap, NULL, NULL, &a), 0);
 	assert_int_equal(json_array_size(a), ELEMENTSOF(procs));
 	assert_int_equal(json_object_size(json_array_get(a, 0)), _PROC_FIELD_MAX - 1);
 	assert_run(f, "", "1,2,100,200,201,300,301,400");
@@ -414,10 +415,10 @@ static void test_run_needs_fields(void **state)
 	size_t len;
 
 	assert_int_equal(proc_scanner_scan(f->s, F(PID), false, &snap), 0);
-	assert_int_equal(proc_query_run(q, snap, NULL, &a), -EINVAL);
-	assert_int_equal(proc_query_run_text(q, snap, NULL, &text, &len, NULL), -EINVAL);
-	assert_int_equal(proc_query_run(NULL, snap, NULL, &a), -EINVAL); /* all fields */
-	assert_int_equal(proc_query_run(NULL, snap, "x", &a), -EINVAL); /* comm */
+	assert_int_equal(proc_query_run(q, snap, NULL, NULL, &a), -EINVAL);
+	assert_int_equal(proc_query_run_text(q, snap, NULL, NULL, &text, &len, NULL), -EINVAL);
+	assert_int_equal(proc_query_run(NULL, snap, NULL, NULL, &a), -EINVAL); /* all fields */
+	assert_int_equal(proc_query_run(NULL, snap, "x", NULL, &a), -EINVAL); /* comm */
 	assert_null(a);
 	assert_null(text);
 }
