@@ -82,10 +82,10 @@ UNIT_TESTS :=
 FUZZ_TARGETS :=
 ALL_OBJS :=
 
+include proto/build.mk
 include libcommon/build.mk
 include bpf/build.mk
 include k2i/build.mk
-include proto/build.mk
 include middlecon/build.mk
 include tests/build.mk
 

@@ -119,6 +119,16 @@ $(B)/tests/natsbench: $(B)/obj/tests/bench/natsbench.o $(B)/obj/middlecon/benchl
 $(eval $(call unit_test,acl,$(B)/obj/middlecon/acl.o,))
 $(eval $(call unit_test,netaddr,,))
 
+# sv_instance: a stand-in instance answering supervision calls through libcommon/supervise.c.
+TEST_PROGS += $(B)/tests/sv_instance
+ALL_OBJS += $(B)/obj/tests/integration/sv_instance.o
+all: $(B)/tests/sv_instance
+$(B)/obj/tests/integration/sv_instance.o: PKG_CFLAGS := $(call pkg_cflags,libevent jansson)
+$(B)/tests/sv_instance: $(B)/obj/tests/integration/sv_instance.o $(LIBCOMMON)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(BASE_LDFLAGS) -o $@ $^ $(call pkg_libs,libevent jansson libprotobuf-c)
+
 # The control sockets of the launchers and their instance records (libcommon/ctlsock.c,
 # libcommon/instance.c).
 $(eval $(call unit_test,ctlsock,,libevent jansson))
