@@ -60,6 +60,16 @@ static uint64_t realtime_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* The tags point into the records, which move when the array is reallocated or compacted. */
+static void fix_tags(struct instances *in)
+{
+	for (size_t i = 0; i < in->n_live; i++)
+		in->live[i].tag = (struct proc_instance){
+			.kind = instance_kind_to_string(in->live[i].rec.kind),
+			.id = in->live[i].rec.id,
+		};
+}
+
 /* Moves live instance @i to the ended ring; @x is its launcher's exit, or NULL if unknown. */
 static void end_instance(struct instances *in, size_t i, const struct event_exit *x)
 {
@@ -82,12 +92,7 @@ static void end_instance(struct instances *in, size_t i, const struct event_exit
 	log_info("Instance %s %s (pid %d) ended", instance_kind_to_string(e->rec.kind), e->rec.id,
 		 (int)e->rec.pid);
 	in->live[i] = in->live[--in->n_live];
-	/* Tags point into records: the moved entry's must follow it. */
-	if (i < in->n_live)
-		in->live[i].tag = (struct proc_instance){
-			.kind = instance_kind_to_string(in->live[i].rec.kind),
-			.id = in->live[i].rec.id,
-		};
+	fix_tags(in);
 }
 
 static struct live_instance *live_find_id(struct instances *in, const char *id)
@@ -140,8 +145,7 @@ static void refresh(struct instances *in)
 		in->live = l;
 		l = &in->live[in->n_live++];
 		*l = (struct live_instance){ .rec = recs[i], .seen = true };
-		l->tag = (struct proc_instance){ .kind = instance_kind_to_string(l->rec.kind),
-						 .id = l->rec.id };
+		fix_tags(in);
 		recs[i] = (struct instance_record){ 0 }; /* taken */
 		log_info("Instance %s %s (pid %d) is running", l->tag.kind, l->rec.id,
 			 (int)l->rec.pid);

@@ -1,0 +1,99 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# k2i reports the host's supervised instances: /v1/sandboxes and /v1/vms from the instance
+# records and control sockets of real launchers, "instance": {kind, id} on their processes, how
+# an instance ended (its exit code, or the signal that killed its launcher), stale records
+# cleaned, bad ids refused; and k2ps --sandboxes / --vms over them.
+. "$(dirname "$0")/lib.sh"
+
+[ -x "$B/bin/sandbox" ] || skip_all "no $B/bin/sandbox"
+RUN=$T_TMP/run
+mkdir -p "$RUN"
+k2i_start k2i --rundir "$RUN"
+
+# get PATH: the JSON body of an authenticated GET.
+get() { kcurl "$K2I_URL$1"; }
+wait_until() {
+	local tries=$1 _
+	shift
+	for _ in $(seq "$tries"); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+sbx_state() { get "/v1/sandboxes/$1" | jq -r .state; }
+
+# A sandbox that runs until we let it end, and one that is killed.
+mkdir "$T_TMP/s1"
+"$B/bin/sandbox" run --rundir "$RUN" --id s1 --bind "$T_TMP/s1" /work -- \
+	/bin/sh -c 'while [ ! -e /work/go ]; do sleep 0.05; done; exit 7' >"$T_TMP/s1.out" 2>&1 &
+S1=$!
+"$B/bin/sandbox" run --rundir "$RUN" --id s2 -- /bin/sleep 60 >"$T_TMP/s2.out" 2>&1 &
+S2=$!
+T_PIDS+=("$S1" "$S2")
+check "s1 is reported running" wait_until 100 eval '[ "$(sbx_state s1)" = running ]'
+check "s2 is reported running" wait_until 100 eval '[ "$(sbx_state s2)" = running ]'
+
+j=$(get /v1/sandboxes)
+check_eq "the list names both" "s1 s2" "$(jq -r '[.sandboxes[].id] | sort | join(" ")' <<<"$j")"
+check_eq "count" 2 "$(jq .count <<<"$j")"
+check_eq "the record's pid is the launcher" "$S1" \
+	"$(jq -r '.sandboxes[] | select(.id == "s1") | .pid' <<<"$j")"
+check "the control socket's answer is included" \
+	jq -e '.sandboxes[] | select(.id == "s1") | .info.kind == "sandbox"' <<<"$j"
+check_eq "/v1/vms: none" 0 "$(get /v1/vms | jq .count)"
+check_eq "an unknown id: 404" 404 "$(status_of "$K2I_URL/v1/sandboxes/nope")"
+check_eq "a malformed id: 400" 400 "$(status_of "$K2I_URL/v1/sandboxes/bad%21id")"
+check_eq "a sandbox under /v1/vms: 404" 404 "$(status_of "$K2I_URL/v1/vms/s1")"
+
+# Processes carry their instance: the launcher and everything under it.
+procs=$(get "/v1/proc?fields=pid,ppid,comm,instance")
+check_eq "the launcher's process is tagged" '{"kind":"sandbox","id":"s1"}' \
+	"$(jq -c ".processes[] | select(.pid == $S1) | .instance" <<<"$procs")"
+sleep_pid=$(jq -r '.processes[] | select(.comm == "sleep" and .instance.id == "s2") | .pid' <<<"$procs")
+check "the sandboxed program (sleep) is tagged s2" [ -n "$sleep_pid" ]
+check_eq "/v1/proc/PID tags it too" '{"kind":"sandbox","id":"s2"}' \
+	"$(get "/v1/proc/$sleep_pid?fields=pid,instance" | jq -c .instance)"
+check_eq "k2i itself is in no instance" null "$(get "/v1/proc/$K2I_PID" | jq -c .instance)"
+check_eq "the processes of the two instances, and no others" "s1 s2" \
+	"$(jq -r '[.processes[] | select(.instance != null) | .instance.id] | unique | join(" ")' <<<"$procs")"
+
+# k2ps lists them.
+"$B/bin/k2ps" --ca "$K2I_STATE/ca.pem" --cert "$K2I_STATE/client.pem" --key "$K2I_STATE/client.key" \
+	-H "127.0.0.1:$K2I_PORT" --sandboxes >"$T_TMP/k2ps.out"
+check "k2ps --sandboxes lists s1 running" grep -E -q "^127\.0\.0\.1:$K2I_PORT +sandbox +s1 +running +$S1 " "$T_TMP/k2ps.out"
+check "k2ps --sandboxes lists s2" grep -E -q " s2 +running " "$T_TMP/k2ps.out"
+
+# s1 ends by itself with status 7; s2's launcher is killed outright.
+touch "$T_TMP/s1/go"
+wait "$S1"
+check_eq "s1's launcher exits with its program's status" 7 "$?"
+check "s1 is reported exited" wait_until 50 eval '[ "$(sbx_state s1)" = exited ]'
+check_eq "...with exit code 7" 7 "$(get /v1/sandboxes/s1 | jq .exit_code)"
+kill -9 "$S2"
+wait "$S2" 2>/dev/null
+check "s2 is reported exited" wait_until 50 eval '[ "$(sbx_state s2)" = exited ]'
+check_eq "...killed by signal 9" 9 "$(get /v1/sandboxes/s2 | jq .signal)"
+check "s2's stale record is removed" wait_until 50 eval "[ ! -e '$RUN/instances/s2.json' ]"
+check "s2's stale socket is removed" [ ! -e "$RUN/instances/s2.sock" ]
+check "the sandboxed sleep died with its launcher" wait_until 50 eval "! kill -0 $sleep_pid 2>/dev/null"
+"$B/bin/k2ps" --ca "$K2I_STATE/ca.pem" --cert "$K2I_STATE/client.pem" --key "$K2I_STATE/client.key" \
+	-H "127.0.0.1:$K2I_PORT" --sandboxes >"$T_TMP/k2ps2.out"
+check "k2ps shows how s2 ended" grep -E -q " s2 +exited .* signal 9$" "$T_TMP/k2ps2.out"
+
+# A record left by a launcher that died while k2i was not watching: cleaned when seen.
+/bin/true &
+dead=$!
+wait "$dead"
+cat >"$RUN/instances/ghost.json" <<EOF
+{"id": "ghost", "kind": "sandbox", "pid": $dead, "pid_start": "1",
+ "api_socket": "$RUN/instances/ghost.sock", "started_at": "2026-01-01T00:00:00.000Z"}
+EOF
+check "a record whose launcher is dead is not listed" \
+	wait_until 50 eval "! get /v1/sandboxes | jq -e '.sandboxes[] | select(.id == \"ghost\")' >/dev/null"
+check "...and is removed" [ ! -e "$RUN/instances/ghost.json" ]
+check "no record is left behind" eval "[ -z \"\$(ls '$RUN/instances')\" ]"
+check "k2i is still running" kill -0 "$K2I_PID"
+done_testing
