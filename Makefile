@@ -88,6 +88,7 @@ include bpf/build.mk
 include k2i/build.mk
 include middlecon/build.mk
 include tests/build.mk
+include deploy/build.mk
 
 # Objects: the per-object PKGS variable (set target-specific by each build.mk) picks the cflags.
 $(B)/obj/%.o: %.c
@@ -120,7 +121,7 @@ fuzz:
 
 fuzz-targets: $(FUZZ_TARGETS)
 
-install: all
+install: all install-deploy
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/k2i
 	install -m 0755 $(BINS) $(DESTDIR)$(BINDIR)/
 	test -e $(DESTDIR)$(SYSCONFDIR)/k2i/k2i.conf || \

@@ -13,12 +13,13 @@ bpftool libbpf-dev libelf-dev zlib1g-dev
 protobuf-c-compiler libprotobuf-c-dev
 nats-server libnats-dev
 libseccomp-dev bubblewrap runsc python3 tar
-qemu-system-x86 lz4"
+qemu-system-x86 lz4
+python3-yaml systemd systemd-container"
 
 # What each package above provides, as pkg-config modules and commands, for --check.
 PKG_MODULES="libevent libevent_openssl libnghttp2 jansson openssl cmocka libbpf libprotobuf-c libnats libseccomp"
 COMMANDS="cc make pkg-config git clang clang-format curl nghttp h2load jq ps promtool openssl ip bpftool protoc-c nats-server
-bwrap runsc python3 tar qemu-system-x86_64 lz4"
+bwrap runsc python3 tar qemu-system-x86_64 lz4 systemd-analyze"
 # bpftool is installed in /usr/sbin, which a user's PATH may lack.
 PATH=$PATH:/usr/sbin:/sbin
 
