@@ -54,7 +54,7 @@ static char *arg_ca, *arg_cert, *arg_key;
 static char **arg_columns; /* -o, canonical column names */
 static char **arg_sort; /* --sort keys as API field names, with '-' for descending */
 static char **arg_users, **arg_comms, **arg_pids;
-static const char *arg_match, *arg_cgroup;
+static const char *arg_match, *arg_cgroup, *arg_instance;
 static uint32_t arg_limit;
 static bool arg_json, arg_summary, arg_no_headers, arg_events, arg_threads, arg_http1;
 static bool arg_vms, arg_sandboxes;
@@ -73,6 +73,7 @@ enum col_kind {
 	COL_START,
 	COL_TIME,
 	COL_CMD,
+	COL_INSTANCE,
 };
 
 struct column {
@@ -102,6 +103,7 @@ static const struct column columns[] = {
 	{ "threads", "NLWP", "threads", COL_NUM, true },
 	{ "cgroup", "CGROUP", "cgroup", COL_STR, false },
 	{ "container", "CONTAINER", "container_id", COL_STR, false },
+	{ "instance", "INSTANCE", "instance", COL_INSTANCE, false },
 	{ "exe", "EXE", "exe", COL_STR, false },
 	{ "key", "KEY", "key", COL_STR, false },
 	{ "comm", "COMMAND", "comm", COL_STR, false },
@@ -165,6 +167,7 @@ static void help(void)
 	       "  -p, --pid PID[,...]           process IDs\n"
 	       "      --match TEXT              substring of the command line\n"
 	       "      --cgroup PREFIX           cgroup path prefix\n"
+	       "      --instance any|vm|sandbox|KIND/ID  processes of sandboxes and microVMs\n"
 	       "      --threads                 one line per thread\n"
 	       "      --sort [-]KEY[,...]       sort keys (cpu, mem, rss, vsz, time, start, pid, ...,\n"
 	       "                                host), '-' for descending; merged lists are re-sorted\n"
@@ -173,7 +176,7 @@ static void help(void)
 	       "Output:\n"
 	       "  -o, --format COL[,...]        columns: host user pid ppid uid gid %%cpu %%mem vsz rss\n"
 	       "                                tty stat start time nice threads cgroup container\n"
-	       "                                exe key comm cmd (args)\n"
+	       "                                exe key instance comm cmd (args)\n"
 	       "      --no-headers              no header line\n"
 	       "      --json                    NDJSON: one object per process, with \"host\"\n"
 	       "      --hosts-summary           one line per host: processes, load, memory\n"
@@ -450,6 +453,7 @@ enum {
 	ARG_STATE_DIR,
 	ARG_MATCH,
 	ARG_CGROUP,
+	ARG_INSTANCE,
 	ARG_THREADS,
 	ARG_SORT,
 	ARG_LIMIT,
@@ -482,6 +486,7 @@ static int parse_argv(int argc, char *argv[])
 		{ "pid", required_argument, NULL, 'p' },
 		{ "match", required_argument, NULL, ARG_MATCH },
 		{ "cgroup", required_argument, NULL, ARG_CGROUP },
+		{ "instance", required_argument, NULL, ARG_INSTANCE },
 		{ "threads", no_argument, NULL, ARG_THREADS },
 		{ "sort", required_argument, NULL, ARG_SORT },
 		{ "limit", required_argument, NULL, ARG_LIMIT },
@@ -546,6 +551,9 @@ static int parse_argv(int argc, char *argv[])
 			break;
 		case ARG_MATCH:
 			arg_match = optarg;
+			break;
+		case ARG_INSTANCE:
+			arg_instance = optarg;
 			break;
 		case ARG_CGROUP:
 			arg_cgroup = optarg;
@@ -698,6 +706,8 @@ static int build_path(bool events, char **ret)
 			query_add(f, "match", arg_match);
 		if (arg_cgroup)
 			query_add(f, "cgroup", arg_cgroup);
+		if (arg_instance)
+			query_add(f, "instance", arg_instance);
 		if (arg_threads)
 			query_add(f, "threads", "1");
 		STRV_FOREACH (k, arg_sort)
@@ -961,6 +971,13 @@ static char *fmt_cell(const struct column *c, const struct row *r)
 		return json_is_null(v) || !v ? strdup("-") : fmt_number(v);
 	case COL_NUM:
 		return fmt_number(v);
+	case COL_INSTANCE:
+		/* {"kind": "sandbox", "id": "web-1"} -> sandbox/web-1 */
+		if (!json_is_object(v))
+			return strdup("-");
+		(void)!asprintf(&s, "%s/%s", json_string_value(json_object_get(v, "kind")) ?: "?",
+				json_string_value(json_object_get(v, "id")) ?: "?");
+		return s;
 	case COL_PCT:
 		if (!json_is_number(v))
 			return strdup("-");

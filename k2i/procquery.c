@@ -43,6 +43,7 @@ struct proc_query {
 	char **comms;
 	char *match;
 	char *cgroup;
+	char *instance; /* "any", a kind, or KIND/ID; NULL: no filter */
 	uint64_t states; /* bit (c - 'A') for upper case, (c - 'a' + 26) for lower case */
 	struct sort_key sort[QUERY_SORT_KEYS_MAX];
 	size_t n_sort;
@@ -61,6 +62,7 @@ struct proc_query *proc_query_free(struct proc_query *q)
 	strv_free(q->comms);
 	free(q->match);
 	free(q->cgroup);
+	free(q->instance);
 	free(q);
 	return NULL;
 }
@@ -269,6 +271,38 @@ static int parse_cgroup(struct proc_query *q, const char *param, const char *val
 	return q->cgroup ? 0 : -ENOMEM;
 }
 
+static int parse_instance(struct proc_query *q, const char *param, const char *value,
+			  char **ret_error)
+{
+	const char *slash = strchr(value, '/');
+	size_t kind_len = slash ? (size_t)(slash - value) : strlen(value);
+
+	if (!slash && strcmp(value, "any") != 0 && strcmp(value, "vm") != 0 &&
+	    strcmp(value, "sandbox") != 0)
+		return bad_value(ret_error, param, value, "expected any, vm, sandbox or KIND/ID");
+	if (slash && (!((kind_len == 2 && strncmp(value, "vm", 2) == 0) ||
+			(kind_len == 7 && strncmp(value, "sandbox", 7) == 0)) ||
+		      !slash[1] || strlen(slash + 1) > 64))
+		return bad_value(ret_error, param, value, "expected vm/ID or sandbox/ID");
+	q->instance = strdup(value);
+	return q->instance ? 0 : -ENOMEM;
+}
+
+/* Whether the instance @tag (NULL: none) passes the instance= filter @want. */
+static bool instance_selected(const char *want, const struct proc_instance *tag)
+{
+	const char *slash = strchr(want, '/');
+
+	if (!tag)
+		return false;
+	if (strcmp(want, "any") == 0)
+		return true;
+	if (!slash)
+		return strcmp(want, tag->kind) == 0;
+	return strncmp(want, tag->kind, (size_t)(slash - want)) == 0 && !tag->kind[slash - want] &&
+	       strcmp(slash + 1, tag->id) == 0;
+}
+
 /* Maps a state letter to its bit in proc_query.states, or -EINVAL for an unknown letter. */
 static int state_bit(char c)
 {
@@ -407,11 +441,17 @@ static const struct {
 	int (*parse)(struct proc_query *q, const char *param, const char *value, char **ret_error);
 	bool merge; /* may be repeated, the lists add up */
 } params[] = {
-	{ "pid", parse_pid, true },	   { "user", parse_user, true },
-	{ "comm", parse_comm, true },	   { "match", parse_match, false },
-	{ "cgroup", parse_cgroup, false }, { "state", parse_state, true },
-	{ "sort", parse_sort, false },	   { "limit", parse_limit, false },
-	{ "fields", parse_fields, true },  { "threads", parse_threads, false },
+	{ "pid", parse_pid, true },
+	{ "user", parse_user, true },
+	{ "comm", parse_comm, true },
+	{ "match", parse_match, false },
+	{ "cgroup", parse_cgroup, false },
+	{ "state", parse_state, true },
+	{ "sort", parse_sort, false },
+	{ "limit", parse_limit, false },
+	{ "fields", parse_fields, true },
+	{ "threads", parse_threads, false },
+	{ "instance", parse_instance, false },
 };
 
 int proc_query_parse(const char *const *keys, const char *const *values, size_t n,
@@ -472,6 +512,12 @@ uint64_t proc_query_output_fields(const struct proc_query *q)
 	return q && q->has_fields ? q->fields : PROC_FIELDS_ALL;
 }
 
+bool proc_query_wants_instances(const struct proc_query *q)
+{
+	return (proc_query_output_fields(q) & PROC_FIELD_BIT(PROC_FIELD_INSTANCE)) ||
+	       (q && q->instance);
+}
+
 bool proc_query_threads(const struct proc_query *q)
 {
 	return q && q->threads;
@@ -502,6 +548,7 @@ uint64_t proc_query_needed_fields(const struct proc_query *q)
 struct run_ctx {
 	const struct proc_query *q;
 	const struct proc_snapshot *snap;
+	const struct proc_instance *const *tags; /* per entry of snap, or NULL */
 	const char *comm_substring;
 	char *joined; /* scratch for match= */
 	size_t joined_size;
@@ -554,6 +601,9 @@ static int entry_selected(struct run_ctx *c, const struct proc_entry *e, bool *r
 	if (q->comms && !(e->comm && strv_contains(q->comms, e->comm)))
 		return 0;
 	if (q->cgroup && !(e->cgroup && startswith(e->cgroup, q->cgroup)))
+		return 0;
+	if (q->instance &&
+	    !instance_selected(q->instance, c->tags ? c->tags[e - c->snap->entries] : NULL))
 		return 0;
 	if (q->states) {
 		b = state_bit(e->state);
@@ -636,12 +686,13 @@ static int cmp_index(const void *x, const void *y, void *userdata)
  * their number in *ret and *ret_n.
  */
 static int select_entries(const struct proc_query *q, const struct proc_snapshot *snap,
-			  const char *comm_substring, size_t **ret, size_t *ret_n)
+			  const char *comm_substring, const struct proc_instance *const *tags,
+			  size_t **ret, size_t *ret_n)
 {
 	/* tid is pid outside a threads view and instance has no data yet: always available. */
 	const uint64_t free_fields =
 		PROC_FIELD_BIT(PROC_FIELD_TID) | PROC_FIELD_BIT(PROC_FIELD_INSTANCE);
-	struct run_ctx c = { .q = q, .snap = snap, .comm_substring = comm_substring };
+	struct run_ctx c = { .q = q, .snap = snap, .tags = tags, .comm_substring = comm_substring };
 	uint64_t need = proc_query_needed_fields(q);
 	_cleanup_free_ size_t *idx = NULL;
 	size_t n = 0;
@@ -687,7 +738,7 @@ int proc_query_run(const struct proc_query *q, const struct proc_snapshot *snap,
 	size_t n;
 	int r;
 
-	r = select_entries(q, snap, comm_substring, &idx, &n);
+	r = select_entries(q, snap, comm_substring, tags, &idx, &n);
 	if (r < 0)
 		return r;
 	a = json_array();
@@ -717,7 +768,7 @@ int proc_query_run_text(const struct proc_query *q, const struct proc_snapshot *
 	size_t n;
 	int r;
 
-	r = select_entries(q, snap, comm_substring, &idx, &n);
+	r = select_entries(q, snap, comm_substring, tags, &idx, &n);
 	if (r < 0)
 		return r;
 	r = proc_text_append(&t, "[", 1);

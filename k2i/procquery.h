@@ -66,6 +66,9 @@ uint64_t proc_query_output_fields(const struct proc_query *q);
 /* Returns whether threads=1 was asked for; @q may be NULL (false). */
 bool proc_query_threads(const struct proc_query *q);
 
+/* Whether @q shows or filters on processes' instances (its results then need the tags). */
+bool proc_query_wants_instances(const struct proc_query *q);
+
 /*
  * Filters @snap (borrowed) by @q (borrowed; NULL selects everything), and by @comm_substring if
  * not NULL (a substring of comm, as the /v1/proc/cmd/{comm} route of the original k2i), sorts,

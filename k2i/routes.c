@@ -346,16 +346,14 @@ static void route_proc_list(struct routes *r, const struct http_query *params,
 	if (comm_substring)
 		need |= PROC_FIELD_BIT(PROC_FIELD_COMM);
 	/* Tying processes to instances walks the parents and checks the launchers' start. */
-	if (r->instances && instances_any_live(r->instances) &&
-	    (proc_query_output_fields(q) & PROC_FIELD_BIT(PROC_FIELD_INSTANCE)))
+	if (r->instances && instances_any_live(r->instances) && proc_query_wants_instances(q))
 		need |= PROC_FIELD_BIT(PROC_FIELD_PPID) | PROC_FIELD_BIT(PROC_FIELD_START_TIME);
 	e = get_snapshot(r, need, proc_query_threads(q), &snap);
 	if (e < 0) {
 		respond_error(resp, 500, "cannot read the process table: %s", strerror(-e));
 		return;
 	}
-	if (r->instances && instances_any_live(r->instances) &&
-	    (proc_query_output_fields(q) & PROC_FIELD_BIT(PROC_FIELD_INSTANCE)) &&
+	if (r->instances && instances_any_live(r->instances) && proc_query_wants_instances(q) &&
 	    instances_tag(r->instances, snap, &tags) < 0) {
 		respond_error(resp, 500, "cannot build the response");
 		return;

@@ -60,6 +60,21 @@ check_eq "k2i itself is in no instance" null "$(get "/v1/proc/$K2I_PID" | jq -c 
 check_eq "the processes of the two instances, and no others" "s1 s2" \
 	"$(jq -r '[.processes[] | select(.instance != null) | .instance.id] | unique | join(" ")' <<<"$procs")"
 
+# The instance= filter.
+check_eq "instance=sandbox/s2 keeps s2's processes only" "s2" \
+	"$(get "/v1/proc?instance=sandbox/s2&fields=pid,instance" | jq -r '[.processes[].instance.id] | unique | join(" ")')"
+check "...the sleep among them" eval "get '/v1/proc?instance=sandbox/s2&fields=pid' | jq -e '.processes[] | select(.pid == $sleep_pid)' >/dev/null"
+check_eq "instance=any: both" "s1 s2" \
+	"$(get "/v1/proc?instance=any&fields=pid,instance" | jq -r '[.processes[].instance.id] | unique | join(" ")')"
+check_eq "instance=vm: none" 0 "$(get "/v1/proc?instance=vm&fields=pid" | jq .count)"
+check_eq "instance=bogus: 400" 400 "$(status_of "$K2I_URL/v1/proc?instance=bogus")"
+check_eq "instance=vm/: 400" 400 "$(status_of "$K2I_URL/v1/proc?instance=vm/")"
+"$B/bin/k2ps" --ca "$K2I_STATE/ca.pem" --cert "$K2I_STATE/client.pem" --key "$K2I_STATE/client.key" \
+	-H "127.0.0.1:$K2I_PORT" --instance sandbox/s2 -o pid,instance,comm --no-headers >"$T_TMP/k2ps-i.out"
+check "k2ps --instance sandbox/s2 -o pid,instance,comm lists the sleep" \
+	grep -E -q "^ *$sleep_pid +sandbox/s2 +sleep\$" "$T_TMP/k2ps-i.out"
+check_eq "...and nothing outside s2" "" "$(grep -v 'sandbox/s2' "$T_TMP/k2ps-i.out")"
+
 # k2ps lists them.
 "$B/bin/k2ps" --ca "$K2I_STATE/ca.pem" --cert "$K2I_STATE/client.pem" --key "$K2I_STATE/client.key" \
 	-H "127.0.0.1:$K2I_PORT" --sandboxes >"$T_TMP/k2ps.out"
