@@ -88,6 +88,8 @@ include bpf/build.mk
 include k2i/build.mk
 include middlecon/build.mk
 include tests/build.mk
+# The launchers come after tests/build.mk: they declare their tests with its macros.
+include sandbox/microvm/build.mk
 include deploy/build.mk
 
 # Objects: the per-object PKGS variable (set target-specific by each build.mk) picks the cflags.

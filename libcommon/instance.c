@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -450,4 +451,22 @@ int instance_list(const char *rundir, struct instance_record **ret, size_t *ret_
 	*ret = recs;
 	*ret_n = n;
 	return 0;
+}
+
+int instance_socket_share(const char *path)
+{
+	struct group gr, *res = NULL;
+	char buf[4096];
+
+	/* A missing group (or an NSS failure) keeps the socket root-only: fail closed. */
+	if (getgrnam_r(INSTANCE_GROUP, &gr, buf, sizeof(buf), &res) != 0 || !res)
+		return 0;
+	if (chown(path, (uid_t)-1, res->gr_gid) < 0 || chmod(path, 0660) < 0)
+		return -errno;
+	return 0;
+}
+
+int instance_relay_socket(const char *rundir, char **ret)
+{
+	return asprintf(ret, "%s/middlecon.sock", rundir) < 0 ? -ENOMEM : 0;
 }

@@ -59,6 +59,19 @@ int instance_pid_start(pid_t pid, uint64_t *ret);
  */
 int instance_write(const char *rundir, const struct instance_record *rec);
 
+/*
+ * Lets the host's daemons reach the control socket @path: when the group INSTANCE_GROUP exists
+ * (the k2i and middlecon service user, deploy/systemd), the socket gets that group and mode
+ * 0660, so an unprivileged k2i can ask a root launcher for its state; otherwise it is left as
+ * it is (0600: root only). Returns 0, or the -errno of chown/chmod.
+ */
+#define INSTANCE_GROUP "k2i"
+int instance_socket_share(const char *path);
+
+/* The relay's socket a launcher registers with: "<rundir>/middlecon.sock" (malloc'ed in *ret).
+ * Returns 0 or -ENOMEM. */
+int instance_relay_socket(const char *rundir, char **ret);
+
 /* Removes <id>.json and <id>.sock. Missing files are not an error. Returns 0 or -errno. */
 int instance_remove(const char *rundir, const char *id);
 
