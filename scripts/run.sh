@@ -1,9 +1,11 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 #
-# Starts both daemons with working defaults: k2i (HTTPS on :9400, certificates generated on first
-# run in the state directory) and middlecon (on <rundir>/middlecon.sock); shows this host's
-# process table through k2ps and a request/reply through middlecon, and keeps both running until
+# Starts the whole system on this machine with working defaults: k2i (HTTPS on :9400,
+# certificates generated on first run in the state directory) and middlecon (on
+# <rundir>/middlecon.sock), then a sandboxed program and, where /dev/kvm works, a microVM, both
+# under supervision (registered with middlecon, reported by k2i); shows them and this host's
+# process table through k2ps, calls them through middlecon, and keeps everything running until
 # Ctrl-C. K2I_LISTEN overrides k2i's address.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +25,8 @@ PORT=${LISTEN##*:}
 K2I=$!
 "$B/bin/middlecon" --rundir "$RUNDIR" &
 MC=$!
-SERVE=
-trap 'kill $K2I $MC $SERVE 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
+SERVE= SBX= VM=
+trap 'kill $SBX $VM $SERVE $K2I $MC 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
 
 CURL=(curl -sS --cacert "$STATE/ca.pem" --cert "$STATE/client.pem" --key "$STATE/client.key")
 for _ in $(seq 50); do
@@ -55,5 +57,45 @@ echo "middlecon is relaying on $SOCK; mcctl call demo.uptime answers:"
 "$B/bin/mcctl" --socket "$SOCK" call demo.uptime </dev/null
 echo "Try:  $B/bin/mcctl --socket $SOCK list"
 echo
-echo "k2i and middlecon keep running; press Ctrl-C to stop them."
+
+# Instances under supervision: a sandboxed program, and a microVM booting the test guest.
+if [ -x "$B/bin/sandbox" ]; then
+	"$B/bin/sandbox" run --rundir "$RUNDIR" --id demo-sandbox -- \
+		/bin/sh -c 'while :; do sleep 1; done' &
+	SBX=$!
+fi
+if [ -x "$B/bin/microvm" ] && [ -f "$B/guests/bootcheck.elf" ] && [ -w /dev/kvm ]; then
+	cat >"$RUNDIR/demo-vm.json" <<-EOF
+		{"boot-source": {"kernel_image_path": "$PWD/$B/guests/bootcheck.elf",
+		                 "boot_args": "console=ttyS0 mode=count"},
+		 "machine-config": {"vcpu_count": 1, "mem_size_mib": 32}}
+	EOF
+	"$B/bin/microvm" --rundir "$RUNDIR" --id demo-vm --config-file "$RUNDIR/demo-vm.json" \
+		--console "$RUNDIR/demo-vm.console" &
+	VM=$!
+else
+	echo "(no usable /dev/kvm here: no microVM)"
+fi
+if [ -n "$SBX$VM" ]; then
+	sleep 1.5
+	echo "Sandboxes and microVMs, as k2ps sees them (k2ps --sandboxes --vms):"
+	echo
+	"$B/bin/k2ps" --state-dir "$STATE" -H "localhost:$PORT" --sandboxes --vms
+	echo
+	echo "Their processes (k2ps --instance any -o pid,instance,stat,comm,args):"
+	echo
+	"$B/bin/k2ps" --state-dir "$STATE" -H "localhost:$PORT" --instance any \
+		-o pid,instance,stat,comm,args
+	echo
+	[ -n "$SBX" ] && echo "mcctl call sandbox.demo-sandbox state:" &&
+		"$B/bin/mcctl" --socket "$SOCK" call sandbox.demo-sandbox state | head -c 300 && echo
+	[ -n "$VM" ] && echo "mcctl call vm.demo-vm pause:" &&
+		"$B/bin/mcctl" --socket "$SOCK" call vm.demo-vm pause && echo &&
+		"$B/bin/mcctl" --socket "$SOCK" call vm.demo-vm resume >/dev/null
+	echo "Try:  $B/bin/mcctl --socket $SOCK call vm.demo-vm stats"
+	echo "      $B/bin/k2ps --state-dir $STATE -H localhost:$PORT --vms --sandboxes"
+	echo "      scripts/datacenter.sh up 3      # several hosts, one mesh (README)"
+	echo
+fi
+echo "Everything keeps running; press Ctrl-C to stop it."
 wait $K2I
