@@ -145,8 +145,15 @@ burst_case() {
 	# From fork, a child also waits for a CPU while the burst forks the next ones.
 	echo "# $name: median time from exec to exit $median us, from fork to exit" \
 		"$(median_of "$T_TMP/$name.forklifetimes") us"
-	check "$name: each program lived under 1 ms (median ${median} us from exec to exit)" \
-		test "$median" -lt 1000
+	# Whether the burst made processes short-lived enough to test what it is meant to (events of
+	# sub-millisecond processes) depends on the machine's load, not on the event source: a
+	# loaded machine makes this a weaker test, which is said, not failed.
+	if [ "$median" -lt 1000 ]; then
+		ok "$name: each program lived under 1 ms (median ${median} us from exec to exit)"
+	else
+		skip "$name: programs lived under 1 ms" \
+			"median ${median} us from exec to exit: the machine is too loaded for that"
+	fi
 	if [[ $name == bpf* ]]; then
 		check_eq "$name: exec events name the program and comm" "$N" "$named"
 		check_eq "$name: start ticks agree in fork, exec and exit" "0" "${tickbad:-0}"
