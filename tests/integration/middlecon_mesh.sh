@@ -199,7 +199,8 @@ mesh_stop 2
 wait "$CALL_PID"
 t1=$(date +%s%N)
 check_eq "the caller gets PEER_GONE" "PEER_GONE" "$(cut -d' ' -f1 "$T_TMP/hang.call")"
-check "...at once, not at its deadline ($(((t1 - t0) / 1000000)) ms)" [ $(((t1 - t0) / 1000000)) -lt 1000 ]
+# "At once": well before the 20 s deadline (the bound leaves room for a loaded machine).
+check "...at once, not at its deadline ($(((t1 - t0) / 1000000)) ms)" [ $(((t1 - t0) / 1000000)) -lt 5000 ]
 check "h1 withdraws h2's routes" wait_until 30 no_route_from 1 h2
 check "h3 withdraws h2's routes" wait_until 30 no_route_from 3 h2
 check_eq "h2's names: NO_RESPONDERS" "NO_RESPONDERS" "$(call 1 svc.a x | cut -d' ' -f1)"
@@ -226,7 +227,7 @@ wait "$CALL_PID"
 t1=$(date +%s%N)
 ms=$(((t1 - t0) / 1000000))
 check_eq "a partition fails the request in flight with PEER_GONE" "PEER_GONE" "$(cut -d' ' -f1 "$T_TMP/phang.call")"
-check "...when the heartbeat times out ($ms ms), long before its deadline" [ "$ms" -lt 3000 ]
+check "...when the heartbeat times out ($ms ms), long before its deadline" [ "$ms" -lt 8000 ]
 check "h1 drops the link to h3" wait_until 30 no_link 1 h3
 check "h2 drops the link to h3" wait_until 30 no_link 2 h3
 check_eq "h3's names: NO_RESPONDERS during the partition" "NO_RESPONDERS" "$(call 1 svc.p x | cut -d' ' -f1)"
