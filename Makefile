@@ -89,6 +89,7 @@ include k2i/build.mk
 include middlecon/build.mk
 include tests/build.mk
 # The launchers come after tests/build.mk: they declare their tests with its macros.
+include sandbox/syscall/build.mk
 include sandbox/microvm/build.mk
 include deploy/build.mk
 
