@@ -309,6 +309,9 @@ if command -v systemd-analyze >/dev/null && [ -d /lib/systemd/system ]; then
 	check_eq "tmpfiles.d: /run/k2i 0755 owned by k2i" \
 		"755 $(awk -F: '$1 == "k2i" { print $3 }' "$V/etc/passwd" 2>/dev/null)" \
 		"$(stat -c '%a %u' "$V/run/k2i" 2>/dev/null)"
+	check_eq "tmpfiles.d: /run/k2i/instances 0775 root:k2i" \
+		"775 0 $(awk -F: '$1 == "k2i" { print $3 }' "$V/etc/group" 2>/dev/null)" \
+		"$(stat -c '%a %u %g' "$V/run/k2i/instances" 2>/dev/null)"
 else
 	skip "systemd-analyze verify" "systemd-analyze is not installed"
 fi
