@@ -19,17 +19,6 @@ done
 # Children that ptrace or change credentials do not get along with LeakSanitizer.
 export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
 
-# wait_until TRIES CMD...: runs CMD every 0.1 s until it succeeds; fails after TRIES tries.
-wait_until() {
-	local tries=$1 _
-	shift
-	for _ in $(seq "$tries"); do
-		"$@" && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
 # ===== k2i-certs =====
 PKI=$T_TMP/pki
 check "ca: creates a CA" "$CERTS" ca "$PKI/ca"

@@ -29,16 +29,6 @@ bg_host() {
 	LAST_PID=$!
 	T_PIDS+=("$LAST_PID")
 }
-wait_until() {
-	local tries=$1 _
-	shift
-	for _ in $(seq "$tries"); do
-		"$@" && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
 "$B/bin/k2i-certs" ca "$T_TMP/ca" >/dev/null
 "$B/bin/k2i-certs" client --ca "$T_TMP/ca" --out "$T_TMP/op" operator >/dev/null
 HOSTS=

@@ -14,15 +14,6 @@ k2i_start k2i --rundir "$RUN"
 
 # get PATH: the JSON body of an authenticated GET.
 get() { kcurl "$K2I_URL$1"; }
-wait_until() {
-	local tries=$1 _
-	shift
-	for _ in $(seq "$tries"); do
-		"$@" && return 0
-		sleep 0.1
-	done
-	return 1
-}
 sbx_state() { get "/v1/sandboxes/$1" | jq -r .state; }
 
 # A sandbox that runs until we let it end, and one that is killed.

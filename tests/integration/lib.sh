@@ -140,6 +140,17 @@ pki_issue() {
 		-extfile "$out.ext" -out "$out.pem" 2>/dev/null
 }
 
+# wait_until TRIES CMD...: runs CMD every 0.1 s until it succeeds; fails after TRIES tries.
+wait_until() {
+	local tries=$1 _
+	shift
+	for _ in $(seq "$tries"); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 # mc_start CONF: starts a middlecon relay with CONF (and debug logging) under $T_TMP and waits for
 # its socket; sets RUN, SOCK, LOG and MC_PID. Exits the script if the relay does not start.
 mc_start() {

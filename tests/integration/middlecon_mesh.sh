@@ -49,17 +49,6 @@ mcx() {
 # peers_json I: $sys.peers of host I.
 peers_json() { mcx "$1" --json peers 2>/dev/null; }
 
-# wait_until TRIES CMD...: runs CMD every 0.1 s until it succeeds; fails after TRIES tries.
-wait_until() {
-	local tries=$1 _
-	shift
-	for _ in $(seq "$tries"); do
-		"$@" && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
 link_up() { peers_json "$1" | jq -e --arg n "$2" '[.links[] | select(.node == $n and .state == "up")] | length == 1' >/dev/null; }
 no_link() { peers_json "$1" | jq -e --arg n "$2" '[.links[] | select(.node == $n)] | length == 0' >/dev/null; }
 has_route() { mcx "$1" list | jq -e --arg r "$2" --arg n "$3" '[.[] | select(.kind == "remote" and .name == $r and .node == $n)] | length == 1' >/dev/null; }

@@ -9,16 +9,6 @@
 
 SOCK=$T_TMP/run/middlecon.sock
 mcx() { "$B/bin/mcctl" -s "$SOCK" "$@"; }
-wait_until() {
-	local tries=$1 _
-	shift
-	for _ in $(seq "$tries"); do
-		"$@" && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
 # The instance first: no relay yet.
 "$B/tests/sv_instance" "$SOCK" sbx.t1 >"$T_TMP/inst.out" 2>"$T_TMP/inst.err" &
 INST=$!
