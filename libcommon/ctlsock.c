@@ -22,6 +22,7 @@
 #include <jansson.h>
 
 #include "libcommon/cleanup.h"
+#include "libcommon/fdutil.h"
 #include "libcommon/http.h"
 #include "libcommon/log.h"
 #include "libcommon/strutil.h"
@@ -507,69 +508,6 @@ static void resume_cb(evutil_socket_t fd, short what, void *userdata)
 
 /* ---- listening -------------------------------------------------------------------------- */
 
-/*
- * Makes @sa's path free for bind(): absent, or a socket file nobody listens on (left by a
- * launcher that crashed), which is removed. A live socket is -EADDRINUSE; anything that is not a
- * socket is -EEXIST and never unlinked.
- */
-static int remove_stale_socket(const struct sockaddr_un *sa)
-{
-	_cleanup_close_ int fd = -EBADF;
-	struct stat st;
-	int r;
-
-	if (lstat(sa->sun_path, &st) < 0)
-		return errno == ENOENT ? 0 : negative_errno();
-	if (!S_ISSOCK(st.st_mode))
-		return -EEXIST;
-	/* Non-blocking: a live server with a full backlog answers EAGAIN instead of hanging us. */
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return negative_errno();
-	if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0 || errno == EAGAIN ||
-	    errno == EINPROGRESS)
-		return -EADDRINUSE;
-	if (errno == ENOENT)
-		return 0;
-	if (errno != ECONNREFUSED)
-		return negative_errno();
-	r = RET_NERRNO(unlink(sa->sun_path));
-	return r == -ENOENT ? 0 : r;
-}
-
-static int listen_unix(const char *path, mode_t mode, int *ret_fd)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	_cleanup_close_ int fd = -EBADF;
-	size_t n = strlen(path);
-	int r;
-
-	if (n == 0)
-		return -EINVAL;
-	if (n >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, path, n + 1);
-	r = remove_stale_socket(&sa);
-	if (r < 0)
-		return r;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return negative_errno();
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		return negative_errno();
-	/*
-	 * The control socket drives a VM or a sandbox: by default only its owner may connect. The
-	 * umask can only have made the fresh file stricter than @mode until this chmod.
-	 */
-	if (chmod(path, mode) < 0 || listen(fd, CTL_LISTEN_BACKLOG) < 0) {
-		r = negative_errno();
-		(void)unlink(path);
-		return r;
-	}
-	*ret_fd = TAKE_FD(fd);
-	return 0;
-}
-
 int ctl_server_new(struct event_base *base, const char *path, mode_t mode, ctl_handler_t handler,
 		   void *userdata, struct ctl_server **ret)
 {
@@ -586,7 +524,8 @@ int ctl_server_new(struct event_base *base, const char *path, mode_t mode, ctl_h
 	s->handler = handler;
 	s->userdata = userdata;
 	s->timeout_ms = CTL_TIMEOUT_MS;
-	r = listen_unix(path, mode ? mode : 0600, &fd);
+	/* The control socket drives a VM or a sandbox: by default only its owner may connect. */
+	r = unix_listen(path, mode ? mode : 0600, CTL_LISTEN_BACKLOG, &fd);
 	if (r < 0) {
 		free(s);
 		return r;

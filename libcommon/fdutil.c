@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "libcommon/cleanup.h"
@@ -133,5 +135,64 @@ int mkdir_p(const char *path, mode_t mode)
 	}
 	if (mkdir(p, mode) < 0 && errno != EEXIST)
 		return negative_errno();
+	return 0;
+}
+
+/*
+ * Makes @sa's path free for bind(): absent, or a socket file nobody listens on, which is
+ * removed. A live socket is -EADDRINUSE; anything that is not a socket is -EEXIST and never
+ * unlinked.
+ */
+static int remove_stale_socket(const struct sockaddr_un *sa)
+{
+	_cleanup_close_ int fd = -EBADF;
+	struct stat st;
+	int r;
+
+	if (lstat(sa->sun_path, &st) < 0)
+		return errno == ENOENT ? 0 : negative_errno();
+	if (!S_ISSOCK(st.st_mode))
+		return -EEXIST;
+	/* Non-blocking: a live server with a full backlog answers EAGAIN instead of hanging us. */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return negative_errno();
+	if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0 || errno == EAGAIN ||
+	    errno == EINPROGRESS)
+		return -EADDRINUSE;
+	if (errno == ENOENT)
+		return 0;
+	if (errno != ECONNREFUSED)
+		return negative_errno();
+	r = RET_NERRNO(unlink(sa->sun_path));
+	return r == -ENOENT ? 0 : r;
+}
+
+int unix_listen(const char *path, mode_t mode, int backlog, int *ret_fd)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	_cleanup_close_ int fd = -EBADF;
+	size_t n = strlen(path);
+	int r;
+
+	if (n == 0)
+		return -EINVAL;
+	if (n >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, path, n + 1);
+	r = remove_stale_socket(&sa);
+	if (r < 0)
+		return r;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return negative_errno();
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return negative_errno();
+	if (chmod(path, mode) < 0 || listen(fd, backlog) < 0) {
+		r = negative_errno();
+		(void)unlink(path);
+		return r;
+	}
+	*ret_fd = TAKE_FD(fd);
 	return 0;
 }

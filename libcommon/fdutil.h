@@ -29,3 +29,12 @@ int mkdir_p(const char *path, mode_t mode);
 
 /* Writes all of @len bytes, retrying on EINTR and short writes. */
 int loop_write(int fd, const void *buf, size_t len);
+
+/*
+ * Listens on the Unix stream socket @path (non-blocking, close-on-exec) with @backlog, mode
+ * @mode (set with chmod after bind: the umask can only have made it stricter until then). A
+ * socket file nobody listens on (left by a process that crashed) is replaced; a live one gives
+ * -EADDRINUSE and anything that is not a socket -EEXIST, neither touched. The directory must
+ * exist. Returns 0 and the socket in *ret_fd, -ENAMETOOLONG, -EINVAL (empty path) or -errno.
+ */
+int unix_listen(const char *path, mode_t mode, int backlog, int *ret_fd);

@@ -1454,34 +1454,12 @@ int relay_link_attach(struct relay *relay, struct bufferevent *bev, struct peer_
 	return 0;
 }
 
-/* Returns 0 if nothing answers at @sa (a stale file, now removed), -EADDRINUSE if a relay does. */
-static int remove_stale_socket(const struct sockaddr_un *sa)
-{
-	_cleanup_close_ int fd = -EBADF;
-	int r;
-
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return negative_errno();
-	if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0)
-		return -EADDRINUSE;
-	if (errno == ENOENT)
-		return 0;
-	r = RET_NERRNO(unlink(sa->sun_path));
-	return r == -ENOENT ? 0 : r;
-}
-
 static int listen_unix(const char *path, int *ret_fd)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	_cleanup_free_ char *dir = NULL;
-	_cleanup_close_ int fd = -EBADF;
 	char *slash;
 	int r;
 
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, path, strlen(path) + 1);
 	dir = strdup(path);
 	if (!dir)
 		return -ENOMEM;
@@ -1492,26 +1470,11 @@ static int listen_unix(const char *path, int *ret_fd)
 		if (r < 0)
 			return r;
 	}
-	r = remove_stale_socket(&sa);
-	if (r < 0)
-		return r;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return negative_errno();
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		return negative_errno();
 	/*
 	 * Anyone on the host may connect: every frame is judged against the peer's SO_PEERCRED,
-	 * so the file mode is not the access control. Until this chmod the umask only makes the
-	 * socket stricter, never looser.
+	 * so the file mode is not the access control.
 	 */
-	if (chmod(path, 0666) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
-		r = negative_errno();
-		(void)unlink(path);
-		return r;
-	}
-	*ret_fd = TAKE_FD(fd);
-	return 0;
+	return unix_listen(path, 0666, LISTEN_BACKLOG, ret_fd);
 }
 
 int relay_new(struct event_base *base, const struct middlecon_config *cfg, struct relay **ret)
