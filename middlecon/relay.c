@@ -269,37 +269,46 @@ static void req_free(struct relay_req *q)
 	free(q);
 }
 
-/* Whether a local connection other than through @except has registered exactly @pattern. */
-static bool local_pattern_registered(const struct relay *relay, const char *pattern,
+/* The method of ROUTE_ADD/ROUTE_DEL that announces a subscription instead of a registration. */
+#define ROUTE_SUBSCRIBE "subscribe"
+
+/*
+ * Whether a local connection, through a route other than @except, has registered (or, with
+ * @subscribe, subscribed to) exactly @pattern.
+ */
+static bool local_pattern_registered(const struct relay *relay, const char *pattern, bool subscribe,
 				     const struct relay_route *except)
 {
 	for (const struct relay_route *rt = relay->routes; rt; rt = rt->next)
-		if (rt != except && !rt->subscribe && !rt->remote &&
+		if (rt != except && rt->subscribe == subscribe && !rt->remote &&
 		    strcmp(rt->pattern, pattern) == 0)
 			return true;
 	return false;
 }
 
-/* Whether @rt is the first local registration of its pattern on the route list. */
+/* Whether @rt is the first local route of its pattern and kind on the route list. */
 static bool first_local_of_pattern(const struct relay *relay, const struct relay_route *rt)
 {
 	for (const struct relay_route *o = relay->routes; o != rt; o = o->next)
-		if (!o->subscribe && !o->remote && strcmp(o->pattern, rt->pattern) == 0)
+		if (o->subscribe == rt->subscribe && !o->remote &&
+		    strcmp(o->pattern, rt->pattern) == 0)
 			return false;
 	return true;
 }
 
 /*
- * Tells every usable link that @pattern is now served here (ROUTE_ADD) or no longer (ROUTE_DEL).
- * Only local registrations are announced, so a node forwards a request at most once: a route
- * learned from a link points at the node that serves it, never at one that would relay further.
+ * Tells every usable link that @pattern is now served (or subscribed to) here (ROUTE_ADD) or
+ * no longer (ROUTE_DEL). Only local routes are announced, so a node forwards a request or a
+ * message at most once: a route learned from a link points at the node that serves it, never
+ * at one that would relay further.
  */
-static void announce(struct relay *relay, const char *pattern, int kind)
+static void announce(struct relay *relay, const char *pattern, bool subscribe, int kind)
 {
 	Frame f = MIDDLECON__FRAME__INIT;
 
 	f.kind = kind;
 	f.service = (char *)pattern;
+	f.method = (char *)(subscribe ? ROUTE_SUBSCRIBE : "");
 	f.origin = relay->node;
 	for (struct relay_conn *c = relay->conns; c; c = c->next)
 		if (c->link && peer_link_usable(c))
@@ -314,9 +323,10 @@ void relay_link_up(struct relay_conn *c)
 	f.kind = KIND(ROUTE_ADD);
 	f.origin = relay->node;
 	for (struct relay_route *rt = relay->routes; rt; rt = rt->next) {
-		if (rt->subscribe || rt->remote || !first_local_of_pattern(relay, rt))
+		if (rt->remote || !first_local_of_pattern(relay, rt))
 			continue;
 		f.service = rt->pattern;
+		f.method = (char *)(rt->subscribe ? ROUTE_SUBSCRIBE : "");
 		(void)conn_send(c, &f, NULL, NULL, 0);
 	}
 }
@@ -330,9 +340,9 @@ static void route_free(struct relay *relay, struct relay_route *rt)
 	if (rt->next)
 		rt->next->prev = rt->prev;
 	rt->conn->n_routes--;
-	if (!rt->subscribe && !rt->remote && relay->mesh &&
-	    !local_pattern_registered(relay, rt->pattern, NULL))
-		announce(relay, rt->pattern, KIND(ROUTE_DEL));
+	if (!rt->remote && relay->mesh &&
+	    !local_pattern_registered(relay, rt->pattern, rt->subscribe, NULL))
+		announce(relay, rt->pattern, rt->subscribe, KIND(ROUTE_DEL));
 	free(rt->pattern);
 	free(rt);
 }
@@ -527,7 +537,8 @@ static bool conn_acl_allows(struct relay_conn *c, const Frame *f, const char *na
 	/* Debug only: a client could otherwise fill the log with its own refusals. */
 	log_debug("Connection %" PRIu64 " (%s): %s '%s' denied", c->id, ids,
 		  op == ACL_REGISTER ? "register" : "call", name);
-	if (f->kind != KIND(ROUTE_ADD))
+	/* Route announcements and forwarded messages have no one to tell: logged only. */
+	if (f->kind != KIND(ROUTE_ADD) && !(c->link && f->kind == KIND(PUBLISH)))
 		reply_status(c, f->id, STATUS(DENIED), "%s may not %s '%.64s' (%s%s%s)", ids,
 			     op == ACL_REGISTER ? "register" : "call", name,
 			     prefix ? "ACL rule for '" : "acl_default", prefix ? prefix : "",
@@ -571,8 +582,8 @@ static void handle_register(struct relay_conn *c, const Frame *f, bool subscribe
 			return;
 		}
 	}
-	if (!subscribe && relay->mesh && !local_pattern_registered(relay, f->service, NULL))
-		announce(relay, f->service, KIND(ROUTE_ADD));
+	if (relay->mesh && !local_pattern_registered(relay, f->service, subscribe, NULL))
+		announce(relay, f->service, subscribe, KIND(ROUTE_ADD));
 	rt->conn = c;
 	rt->subscribe = subscribe;
 	rt->sub_id = subscribe ? f->id : 0;
@@ -946,11 +957,23 @@ static void handle_publish(struct relay_conn *c, const Frame *f, size_t body_len
 			return;
 	}
 	out = *f;
-	out.origin = c->relay->node;
+	/* A message that came over a link keeps the node it was published on. */
+	out.origin = c->link ? (char *)peer_link_node(c) : c->relay->node;
+	relay->pub_seq++;
 	/* conn_send() never closes a conn (it condemns), so the route list stays intact. */
 	for (struct relay_route *rt = relay->routes; rt; rt = rt->next) {
 		if (!rt->subscribe || rt->conn->closing || !pattern_match(rt->pattern, f->service))
 			continue;
+		if (rt->remote) {
+			/*
+			 * One copy per node with a matching subscription, and only for a message
+			 * published here: one hop, so no copy ever comes back or goes round.
+			 */
+			if (c->link || !peer_link_usable(rt->conn) ||
+			    rt->conn->pub_seq == relay->pub_seq)
+				continue;
+			rt->conn->pub_seq = relay->pub_seq;
+		}
 		if (conn_overloaded(rt->conn)) {
 			relay->stats.pub_dropped++;
 			rt->conn->dropped++;
@@ -982,9 +1005,9 @@ static json_t *sys_list(struct relay *relay)
 		json_t *o;
 
 		if (rt->remote)
-			o = json_pack("{s:s, s:s, s:s, s:b}", "name", rt->pattern, "kind", "remote",
-				      "node", peer_link_node(rt->conn), "usable",
-				      peer_link_usable(rt->conn));
+			o = json_pack("{s:s, s:s, s:s, s:b, s:b}", "name", rt->pattern, "kind",
+				      "remote", "node", peer_link_node(rt->conn), "usable",
+				      peer_link_usable(rt->conn), "subscribe", rt->subscribe);
 		else
 			o = json_pack("{s:s, s:s, s:I, s:i, s:i, s:s?}", "name", rt->pattern,
 				      "kind", rt->subscribe ? "subscribe" : "register", "conn",
@@ -1081,14 +1104,19 @@ static int sys_answer(struct relay_conn *c, const Frame *f)
 	return 0;
 }
 
-/* ROUTE_ADD / ROUTE_DEL from a link: the peer node serves @f->service now, or no longer. */
+/*
+ * ROUTE_ADD / ROUTE_DEL from a link: the peer node serves @f->service now, or no longer; with
+ * method "subscribe", it has subscribers for the pattern (PUBLISH is then forwarded to it).
+ */
 static void handle_route(struct relay_conn *c, const Frame *f)
 {
 	struct relay *relay = c->relay;
+	bool subscribe = strcmp(f->method, ROUTE_SUBSCRIBE) == 0;
 	struct relay_route *rt;
 
 	for (rt = relay->routes; rt; rt = rt->next)
-		if (rt->conn == c && strcmp(rt->pattern, f->service) == 0)
+		if (rt->conn == c && rt->subscribe == subscribe &&
+		    strcmp(rt->pattern, f->service) == 0)
 			break;
 	if (f->kind == KIND(ROUTE_DEL)) {
 		if (rt)
@@ -1102,8 +1130,11 @@ static void handle_route(struct relay_conn *c, const Frame *f)
 			  f->service);
 		return;
 	}
-	/* The peer's names are subject to the ACL as if its node registered them here. */
-	if (!conn_acl_allows(c, f, f->service, ACL_REGISTER, true)) {
+	/*
+	 * The peer's names are subject to the ACL as if its node registered (or subscribed, which
+	 * the call rules govern) them here.
+	 */
+	if (!conn_acl_allows(c, f, f->service, subscribe ? ACL_CALL : ACL_REGISTER, true)) {
 		log_info("Link to '%s': route '%.64s' refused by the ACL", peer_link_node(c),
 			 f->service);
 		return;
@@ -1121,6 +1152,7 @@ static void handle_route(struct relay_conn *c, const Frame *f)
 	}
 	rt->conn = c;
 	rt->remote = true;
+	rt->subscribe = subscribe;
 	rt->next = relay->routes;
 	if (relay->routes)
 		relay->routes->prev = rt;
@@ -1162,6 +1194,9 @@ static void link_dispatch(struct relay_conn *c, const Frame *f, size_t body_len)
 		return;
 	case KIND(CANCEL):
 		handle_cancel(c, f);
+		return;
+	case KIND(PUBLISH):
+		handle_publish(c, f, body_len);
 		return;
 	default:
 		/* A newer peer's kind: skipped, as unknown fields are. */

@@ -100,6 +100,7 @@ struct relay_conn {
 	uint32_t n_requests;
 	uint32_t n_routes;
 	uint64_t frames_in, frames_out, dropped;
+	uint64_t pub_seq; /* relay.pub_seq of the last PUBLISH sent over this link */
 };
 
 struct relay_stats {
@@ -129,6 +130,7 @@ struct relay {
 	uint64_t next_conn_id, seq;
 	struct relay_stats stats;
 	struct peer_mesh *mesh; /* peer links; NULL when this relay is not part of a mesh */
+	uint64_t pub_seq; /* counts PUBLISH frames, so a link gets one copy of each */
 };
 
 /* relay.c */

@@ -168,6 +168,37 @@ check "h1 and h3 learn secret.x" wait_until 50 eval 'has_route 1 secret.x h2 && 
 check_eq "h2's ACL admits callers from node h1" "OK secret" "$(call 1 secret.x x)"
 check_eq "h2's ACL refuses callers from node h3" "DENIED" "$(call 3 secret.x x | cut -d' ' -f1)"
 
+# --- publish/subscribe across hosts: one copy per subscriber, one hop ---
+sub() {
+	local i=$1 pattern=$2 out=$T_TMP/$3
+	"$B/tests/mc_client" -s "$T_TMP/h$i/run/middlecon.sock" sub "$pattern" >"$out" 2>&1 &
+	T_PIDS+=($!)
+	wait_until 50 grep -q '^ready' "$out" || echo "# subscriber $pattern on h$i did not start"
+}
+has_sub() { mcx "$1" list | jq -e --arg r "$2" --arg n "$3" '[.[] | select(.kind == "remote" and .subscribe and .name == $r and .node == $n)] | length == 1' >/dev/null; }
+pub() { "$B/tests/mc_client" -s "$T_TMP/h$1/run/middlecon.sock" pub "$2" "$3"; }
+sub 2 'ev.>' ev2.out
+sub 3 'ev.>' ev3.out
+sub 3 'ev.*' ev3b.out
+sub 1 'ev.>' ev1.out
+check "h1 learns the subscriptions of h2 and h3" \
+	wait_until 50 eval 'has_sub 1 "ev.>" h2 && has_sub 1 "ev.>" h3 && has_sub 1 "ev.*" h3'
+check "h2 learns h3's subscriptions" wait_until 50 eval 'has_sub 2 "ev.>" h3'
+pub 1 ev.one from-h1
+pub 2 ev.two from-h2
+check "a message published on h1 reaches h2's subscriber" \
+	wait_until 30 grep -q '^ev.one from-h1$' "$T_TMP/ev2.out"
+check "...and both of h3's subscriptions" \
+	wait_until 30 eval "grep -q '^ev.one from-h1\$' '$T_TMP/ev3.out' && grep -q '^ev.one from-h1\$' '$T_TMP/ev3b.out'"
+check "...and h1's own subscriber" wait_until 30 grep -q '^ev.one from-h1$' "$T_TMP/ev1.out"
+check "a message published on h2 reaches h1 and h3" \
+	wait_until 30 eval "grep -q '^ev.two from-h2\$' '$T_TMP/ev1.out' && grep -q '^ev.two from-h2\$' '$T_TMP/ev3.out'"
+sleep 0.3
+for f in ev1 ev2 ev3 ev3b; do
+	check_eq "$f: each message exactly once (no loop, no duplicate)" "1 1" \
+		"$(grep -c '^ev.one ' "$T_TMP/$f.out") $(grep -c '^ev.two ' "$T_TMP/$f.out")"
+done
+
 # --- never delivered twice: each responder saw each call made to it exactly once ---
 check_eq "svc.a on h2 served 2 requests" 2 "$(grep -c '^request' "$T_TMP/a2.out")"
 check_eq "svc.lb on h1 served 7 requests" 7 "$(grep -c '^request' "$T_TMP/lb1.out")"
