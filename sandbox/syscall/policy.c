@@ -897,7 +897,7 @@ int policy_build_filter(const struct policy *p, void **ret, size_t *ret_len)
 	}
 	/* Stacking another filter through prctl (seccomp() itself is refused above). */
 	r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(prctl), 1,
-			     SCMP_A0(SCMP_CMP_EQ, PR_SET_SECCOMP));
+			     SCMP_A0(SCMP_CMP_EQ, PR_SET_SECCOMP, 0));
 	if (r < 0)
 		return r;
 
