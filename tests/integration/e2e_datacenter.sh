@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: MIT
 #
 # The whole system on several namespace hosts: each runs k2i and middlecon (the relays in one
-# mesh), instances run under supervision on two of them, and an operator on a third sees them
-# with k2ps --sandboxes/--vms, pauses and resumes one through middlecon from another host, kills
-# one and sees it reported as exited, and finds no stale record or registration left.
+# mesh), instances run under supervision on two of them (sandboxes, and a microVM where
+# /dev/kvm works), and an operator on a third sees them with k2ps --sandboxes/--vms, pauses and
+# resumes them through middlecon from another host, kills one and sees it reported as exited,
+# stops the others, and finds no stale record or registration left.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_netns.sh"
 
@@ -66,6 +67,19 @@ SB1=$LAST_PID
 bg_host 2 "$T_TMP/sb2.log" "$B/bin/sandbox" run --rundir "$T_TMP/h2/run" --id batch-2 -- \
 	/bin/sleep 600
 SB2=$LAST_PID
+# And a microVM on h2, where /dev/kvm works.
+HAVE_VM=0
+if [ -x "$B/bin/microvm" ] && [ -f "$B/guests/bootcheck.elf" ] && [ -w /dev/kvm ]; then
+	HAVE_VM=1
+	cat >"$T_TMP/vm.json" <<-EOF
+		{"boot-source": {"kernel_image_path": "$PWD/$B/guests/bootcheck.elf",
+		                 "boot_args": "console=ttyS0 mode=count"},
+		 "machine-config": {"vcpu_count": 1, "mem_size_mib": 32}}
+	EOF
+	bg_host 2 "$T_TMP/vm2.log" "$B/bin/microvm" --rundir "$T_TMP/h2/run" --id vm-2 \
+		--config-file "$T_TMP/vm.json" --console "$T_TMP/vm2.console"
+	VM2=$LAST_PID
+fi
 check "web-1 registers with h1's relay" \
 	wait_until 100 eval "mcx 1 list | jq -e '.[] | select(.name == \"sandbox.web-1\" and .kind == \"register\")' >/dev/null"
 check "h3 learns sandbox.web-1 from h1" \
@@ -79,6 +93,25 @@ check_eq "k2ps --sandboxes from h3 exits 0" 0 "$?"
 check "it lists web-1 on h1, running" grep -E -q "^${NS_IPS[1]} +sandbox +web-1 +running " "$T_TMP/list.txt"
 check "it lists batch-2 on h2, running" grep -E -q "^${NS_IPS[2]} +sandbox +batch-2 +running " "$T_TMP/list.txt"
 check_eq "and nothing on h3" "" "$(grep -E "^${NS_IPS[3]} " "$T_TMP/list.txt")"
+
+if [ "$HAVE_VM" = 1 ]; then
+	check "h3 learns vm.vm-2 from h2" \
+		wait_until 100 eval "mcx 3 list | jq -e '.[] | select(.name == \"vm.vm-2\" and .node == \"h2\")' >/dev/null"
+	ns_exec 3 "${K2PS[@]}" -H "$HOSTS" --vms >"$T_TMP/vms.txt"
+	check "k2ps --vms from h3 lists vm-2 on h2, running" \
+		grep -E -q "^${NS_IPS[2]} +vm +vm-2 +Running " "$T_TMP/vms.txt"
+	check_eq "pause vm-2 from h1" "Paused" "$(mcx 1 call vm.vm-2@h2 pause | jq -r .state)"
+	check "k2i on h2 reports it paused" \
+		wait_until 50 eval "ns_exec 3 '${K2PS[0]}' ${K2PS[*]:1} -H ${NS_IPS[2]} --vms | grep -E -q ' vm-2 +Paused '"
+	check_eq "resume vm-2 from h1" "Running" "$(mcx 1 call vm.vm-2@h2 resume | jq -r .state)"
+	check_eq "stop vm-2 from h3" "Stopping" "$(mcx 3 call vm.vm-2@h2 stop | jq -r .state)"
+	check "vm-2's VMM exits" wait_until 50 eval "! kill -0 $VM2 2>/dev/null"
+	check "vm-2 is reported exited with status 0" \
+		wait_until 50 eval "ns_exec 3 '${K2PS[0]}' ${K2PS[*]:1} -H ${NS_IPS[2]} --vms | grep -E -q ' vm-2 +exited .*exit 0$'"
+	check "no record of vm-2 is left" [ ! -e "$T_TMP/h2/run/instances/vm-2.json" ]
+else
+	skip "a microVM on h2" "no usable /dev/kvm or microvm build here"
+fi
 
 # Pause and resume web-1 through middlecon, from h3.
 check_eq "state of web-1 from h3" "running" "$(mcx 3 call sandbox.web-1@h1 state | jq -r .state)"
@@ -114,6 +147,6 @@ check "web-1's launcher exits after stop" wait_until 50 eval "! kill -0 $SB1 2>/
 check "web-1 is reported exited" \
 	wait_until 50 eval "ns_exec 3 '${K2PS[0]}' ${K2PS[*]:1} -H ${NS_IPS[1]} --sandboxes | grep -E -q ' web-1 +exited '"
 check "no record is left on h1" eval "[ -z \"\$(ls '$T_TMP/h1/run/instances')\" ]"
-check "no sandbox name is registered anywhere" \
-	eval "! { mcx 1 list; mcx 2 list; mcx 3 list; } | jq -e '.[] | select(.name | startswith(\"sandbox.\"))' >/dev/null"
+check "no sandbox or vm name is registered anywhere" \
+	eval "! { mcx 1 list; mcx 2 list; mcx 3 list; } | jq -e '.[] | select(.name | startswith(\"sandbox.\") or startswith(\"vm.\"))' >/dev/null"
 done_testing
