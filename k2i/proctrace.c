@@ -960,12 +960,22 @@ static int poll_scan(struct proctrace *t)
 
 	t->n_cur = 0;
 	rewinddir(t->proc_dir);
-	errno = 0;
-	while ((de = readdir(t->proc_dir))) {
+	/*
+	 * readdir() tells the end from an error only through errno, so it is cleared before every
+	 * call: a process that vanished while being read leaves ENOENT in it.
+	 */
+	for (;;) {
 		char *end;
 		long pid;
 		int r;
 
+		errno = 0;
+		de = readdir(t->proc_dir);
+		if (!de) {
+			if (errno)
+				return negative_errno();
+			break;
+		}
 		if (de->d_name[0] < '1' || de->d_name[0] > '9')
 			continue;
 		errno = 0;
@@ -987,10 +997,7 @@ static int poll_scan(struct proctrace *t)
 		if (r < 0)
 			return r;
 		t->n_cur++;
-		errno = 0;
 	}
-	if (errno)
-		return negative_errno();
 	qsort(t->cur, t->n_cur, sizeof(*t->cur), poll_proc_cmp);
 	return 0;
 }
@@ -1191,7 +1198,7 @@ int proctrace_new(struct event_base *base, const struct proctrace_options *opts,
 	t->userdata = userdata;
 	t->nl_fd = -EBADF;
 	t->source = _PROCTRACE_SOURCE_MAX;
-	t->proc_fd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	t->proc_fd = open(opts->proc_root ?: "/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (t->proc_fd < 0)
 		return negative_errno();
 	libbpf_set_print(libbpf_print);

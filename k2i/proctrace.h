@@ -160,6 +160,8 @@ struct proctrace_options {
 	 * tracepoint passes group_dead, to exercise the code path of older kernels.
 	 */
 	bool bpf_exit_by_live_count;
+	/* Tests only: the proc file system to read instead of "/proc" (NULL: "/proc"). */
+	const char *proc_root;
 };
 
 /* Sets every member of @opts to its default (all sources allowed, defaults above). */
@@ -176,6 +178,7 @@ struct proctrace;
  *
  * Returns -EINVAL for a NULL @base, @opts, @cb or @ret, -ERANGE for an option out of range,
  * -ENOMEM, or the -errno of opening /proc or of setting up the poll source (reading /proc).
+ * @opts->proc_root, when set, is borrowed and must outlive the object.
  */
 int proctrace_new(struct event_base *base, const struct proctrace_options *opts, proc_event_cb_t cb,
 		  void *userdata, struct proctrace **ret);

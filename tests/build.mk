@@ -48,13 +48,15 @@ $(eval $(call unit_test,procinfo,$(B)/obj/k2i/procinfo.o,jansson))
 $(eval $(call unit_test,procquery,$(K2I_CORE_OBJS),jansson))
 $(eval $(call fuzz_target,procstat,$(B)/obj/k2i/procinfo.o,jansson))
 $(eval $(call fuzz_target,procquery,$(K2I_CORE_OBJS),jansson))
+# proctrace (unit test and proctrace_dump): the event sources of k2i/proctrace.c.
+PROCTRACE_DUMP_PKGS := libbpf libevent jansson
 $(eval $(call unit_test,events,$(B)/obj/k2i/events.o,jansson))
+$(eval $(call unit_test,proctrace,$(K2I_TRACE_OBJS) $(B)/obj/k2i/procinfo.o,$(PROCTRACE_DUMP_PKGS)))
 
 # Programs of the integration tests (tests/integration/*.sh run them from $(B)/tests/).
 # proctrace_dump prints the events of one source of k2i/proctrace.c; burst forks children that
 # exec exit_with, which is linked statically and without sanitizers so that each lives a fraction
 # of a millisecond.
-PROCTRACE_DUMP_PKGS := libbpf libevent jansson
 TEST_PROGS := $(B)/tests/proctrace_dump $(B)/tests/burst $(B)/tests/exit_with
 ALL_OBJS += $(B)/obj/tests/integration/proctrace_dump.o $(B)/obj/tests/integration/burst.o
 all: $(TEST_PROGS)
