@@ -715,44 +715,133 @@ static bool valid_target(const char *t)
 	return true;
 }
 
-int ctl_call(const char *path, const char *method, const char *target, const char *body,
-	     int timeout_ms, int *ret_status, char **ret_body)
+/* Formats the request ctl_call() and ctl_call_start() send. Returns its length or -ENOMEM. */
+static int format_request(const char *method, const char *target, const char *body, char **ret)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	_cleanup_close_ int fd = -EBADF;
-	_cleanup_free_ char *req = NULL;
-	_cleanup_free_ char *buf = NULL;
-	size_t req_len, sent = 0, len = 0, hlen = 0, body_len = 0;
-	const size_t cap = CTL_MAX_HEAD + CTL_MAX_BODY + 1;
-	int64_t deadline, length = -1;
-	int status = 0, n, r;
-	bool eof = false;
-
-	if (!path || !method || !target || !ret_status || !valid_method(method) ||
-	    !valid_target(target))
-		return -EINVAL;
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	deadline = now_ms() + MAX(timeout_ms, 0);
+	int n;
 
 	if (body)
-		n = asprintf(&req,
+		n = asprintf(ret,
 			     "%s %s HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
 			     "Connection: close\r\nContent-Type: application/json\r\n"
 			     "Content-Length: %zu\r\n\r\n%s",
 			     method, target, strlen(body), body);
 	else
-		n = asprintf(&req,
+		n = asprintf(ret,
 			     "%s %s HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
 			     "Connection: close\r\n\r\n",
 			     method, target);
 	if (n < 0) {
-		req = NULL;
+		*ret = NULL;
 		return -ENOMEM;
 	}
-	req_len = (size_t)n;
-	buf = malloc(cap + 1);
+	return n;
+}
+
+/* Where the reading of an answer stands. */
+struct answer {
+	char *buf; /* ANSWER_CAP + 1 bytes */
+	size_t len; /* bytes received */
+	size_t hlen; /* length of the head once complete, else 0 */
+	int64_t length; /* Content-Length, -1 if none (the body ends with the connection) */
+	int status;
+	size_t body_len; /* once complete */
+};
+
+#define ANSWER_CAP (CTL_MAX_HEAD + CTL_MAX_BODY + 1)
+
+/*
+ * Looks at what arrived (@eof: the server closed its end). Returns 1 when the answer is whole
+ * (a->status, a->hlen and a->body_len are set), 0 when more is needed, or -EBADMSG, -EMSGSIZE,
+ * -ECONNRESET (closed without a byte).
+ */
+static int answer_parse(struct answer *a, bool eof)
+{
+	int r;
+
+	if (a->hlen == 0) {
+		a->hlen = head_end(a->buf, MIN(a->len, (size_t)CTL_MAX_HEAD));
+		if (a->hlen == 0 && a->len >= CTL_MAX_HEAD)
+			return -EBADMSG;
+		if (a->hlen > 0) {
+			char saved = a->buf[a->hlen];
+
+			a->buf[a->hlen] = '\0';
+			r = parse_response_head(a->buf, &a->status, &a->length);
+			a->buf[a->hlen] = saved;
+			if (r < 0)
+				return r;
+			if (a->status == 204 || a->status == 304)
+				a->length = 0;
+			if (a->length > CTL_MAX_BODY)
+				return -EMSGSIZE;
+		}
+	}
+	if (a->hlen > 0 && a->length >= 0 && a->len - a->hlen >= (size_t)a->length) {
+		a->body_len = (size_t)a->length;
+		return 1;
+	}
+	if (a->hlen > 0 && a->len - a->hlen > CTL_MAX_BODY)
+		return -EMSGSIZE;
+	if (!eof)
+		return 0;
+	if (a->hlen > 0 && a->length < 0) {
+		a->body_len = a->len - a->hlen; /* delimited by the end of the connection */
+		return 1;
+	}
+	/* Nothing at all: the server closed without answering (too many clients). */
+	return a->len == 0 ? -ECONNRESET : -EBADMSG;
+}
+
+/* The body of a whole answer as a malloc'ed NUL-terminated string, or NULL. */
+static char *answer_body(const struct answer *a)
+{
+	char *b = malloc(a->body_len + 1);
+
+	if (!b)
+		return NULL;
+	memcpy(b, a->buf + a->hlen, a->body_len);
+	b[a->body_len] = '\0';
+	return b;
+}
+
+/* Checks the arguments of a call and fills in @sa. Returns 0, -EINVAL or -ENAMETOOLONG. */
+static int call_check(const char *path, const char *method, const char *target,
+		      struct sockaddr_un *sa)
+{
+	if (!path || !method || !target || !valid_method(method) || !valid_target(target))
+		return -EINVAL;
+	if (strlen(path) >= sizeof(sa->sun_path))
+		return -ENAMETOOLONG;
+	*sa = (struct sockaddr_un){ .sun_family = AF_UNIX };
+	memcpy(sa->sun_path, path, strlen(path) + 1);
+	return 0;
+}
+
+int ctl_call(const char *path, const char *method, const char *target, const char *body,
+	     int timeout_ms, int *ret_status, char **ret_body)
+{
+	struct sockaddr_un sa;
+	_cleanup_close_ int fd = -EBADF;
+	_cleanup_free_ char *req = NULL;
+	_cleanup_free_ char *buf = NULL;
+	struct answer a = { .length = -1 };
+	size_t req_len, sent = 0;
+	int64_t deadline;
+	bool eof = false;
+	int r;
+
+	if (!ret_status)
+		return -EINVAL;
+	r = call_check(path, method, target, &sa);
+	if (r < 0)
+		return r;
+	deadline = now_ms() + MAX(timeout_ms, 0);
+	r = format_request(method, target, body, &req);
+	if (r < 0)
+		return r;
+	req_len = (size_t)r;
+	a.buf = buf = malloc(ANSWER_CAP + 1);
 	if (!buf)
 		return -ENOMEM;
 
@@ -780,66 +869,247 @@ int ctl_call(const char *path, const char *method, const char *target, const cha
 		sent += (size_t)k;
 	}
 
-	for (;;) {
+	while ((r = answer_parse(&a, eof)) == 0) {
 		ssize_t k;
-
-		if (hlen == 0) {
-			hlen = head_end(buf, MIN(len, (size_t)CTL_MAX_HEAD));
-			if (hlen == 0 && len >= CTL_MAX_HEAD)
-				return -EBADMSG;
-			if (hlen > 0) {
-				char saved = buf[hlen];
-
-				buf[hlen] = '\0';
-				r = parse_response_head(buf, &status, &length);
-				buf[hlen] = saved;
-				if (r < 0)
-					return r;
-				if (status == 204 || status == 304)
-					length = 0;
-				if (length > CTL_MAX_BODY)
-					return -EMSGSIZE;
-			}
-		}
-		if (hlen > 0 && length >= 0 && len - hlen >= (size_t)length) {
-			body_len = (size_t)length;
-			break;
-		}
-		if (hlen > 0 && len - hlen > CTL_MAX_BODY)
-			return -EMSGSIZE;
-		if (eof) {
-			if (hlen > 0 && length < 0) {
-				body_len = len - hlen; /* delimited by the end of the connection */
-				break;
-			}
-			/* Nothing at all: the server closed without answering (too many clients). */
-			return len == 0 ? -ECONNRESET : -EBADMSG;
-		}
 
 		r = wait_fd(fd, POLLIN, deadline);
 		if (r < 0)
 			return r;
-		k = recv(fd, buf + len, cap - len, 0);
+		k = recv(fd, a.buf + a.len, ANSWER_CAP - a.len, 0);
 		if (k < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
-		if (k < 0 && errno == ECONNRESET && len > 0)
+		if (k < 0 && errno == ECONNRESET && a.len > 0)
 			return -EBADMSG;
 		if (k < 0)
 			return negative_errno();
 		if (k == 0)
 			eof = true;
-		len += (size_t)k;
+		a.len += (size_t)k;
 	}
-
+	if (r < 0)
+		return r;
 	if (ret_body) {
-		char *b = malloc(body_len + 1);
+		char *b = answer_body(&a);
 
 		if (!b)
 			return -ENOMEM;
-		memcpy(b, buf + hlen, body_len);
-		b[body_len] = '\0';
 		*ret_body = b;
 	}
-	*ret_status = status;
+	*ret_status = a.status;
 	return 0;
+}
+
+/* ---- asynchronous client ------------------------------------------------------------------ */
+
+struct ctl_async_call {
+	struct event *io; /* EV_WRITE while connecting or sending, then EV_READ */
+	struct event *timer; /* the deadline, or the next connect attempt (backlog full) */
+	int fd;
+	struct sockaddr_un sa;
+	int64_t deadline; /* CLOCK_MONOTONIC ms */
+	char *req;
+	size_t req_len, sent;
+	bool connecting; /* connect() not yet done (backlog full: retried on the timer) */
+	struct answer a;
+	ctl_call_cb_t cb;
+	void *userdata;
+};
+
+static void async_free(struct ctl_async_call *c)
+{
+	if (c->io)
+		event_free(c->io);
+	if (c->timer)
+		event_free(c->timer);
+	closep(&c->fd);
+	free(c->req);
+	free(c->a.buf);
+	free(c);
+}
+
+/* Ends the call with @r (0: the answer is whole) and frees it. */
+static void async_finish(struct ctl_async_call *c, int r)
+{
+	_cleanup_free_ char *body = NULL;
+
+	if (r >= 0) {
+		body = answer_body(&c->a);
+		if (!body)
+			r = -ENOMEM;
+	}
+	c->cb(r, r >= 0 ? c->a.status : 0, body, c->userdata);
+	async_free(c);
+}
+
+/* (Re)arms the I/O event for @what, and the timer for the deadline or @retry_ms if sooner. */
+static int async_arm(struct ctl_async_call *c, short what, int64_t retry_ms)
+{
+	int64_t left = MAX(c->deadline - now_ms(), (int64_t)0);
+	struct timeval tv;
+
+	if (retry_ms >= 0)
+		left = MIN(left, retry_ms);
+	tv = (struct timeval){ .tv_sec = left / 1000, .tv_usec = (left % 1000) * 1000 };
+	if (event_del(c->io) < 0 || event_assign(c->io, event_get_base(c->io), c->fd, what,
+						 event_get_callback(c->io), c) < 0)
+		return -ENOMEM;
+	if ((what && event_add(c->io, NULL) < 0) || event_add(c->timer, &tv) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+/*
+ * One step of connecting: 0 connected, 1 to retry later (the listener's backlog is full: a
+ * Unix socket has nothing to poll for then), 2 in progress (wait for writable), or -errno.
+ */
+static int async_connect(struct ctl_async_call *c)
+{
+	if (connect(c->fd, (const struct sockaddr *)&c->sa, sizeof(c->sa)) == 0)
+		return 0;
+	if (errno == EINPROGRESS)
+		return 2;
+	if (errno == EAGAIN || errno == EINTR)
+		return 1;
+	return negative_errno();
+}
+
+static void async_step(struct ctl_async_call *c, bool timer)
+{
+	int r;
+
+	if (c->connecting) {
+		if (timer && now_ms() >= c->deadline) {
+			async_finish(c, -ETIMEDOUT);
+			return;
+		}
+		if (timer) {
+			r = async_connect(c);
+		} else {
+			/* EINPROGRESS finished: its result is in SO_ERROR. */
+			int err = 0;
+			socklen_t len = sizeof(err);
+
+			r = getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 ?
+				    negative_errno() :
+				    -err;
+		}
+		if (r < 0) {
+			async_finish(c, r);
+			return;
+		}
+		if (r > 0) {
+			if (async_arm(c, r == 2 ? EV_WRITE : 0, r == 1 ? 10 : -1) < 0)
+				async_finish(c, -ENOMEM);
+			return;
+		}
+		c->connecting = false;
+		if (async_arm(c, EV_WRITE, -1) < 0)
+			async_finish(c, -ENOMEM);
+		return;
+	}
+	if (timer) {
+		async_finish(c, -ETIMEDOUT);
+		return;
+	}
+	if (c->sent < c->req_len) {
+		ssize_t k = send(c->fd, c->req + c->sent, c->req_len - c->sent, MSG_NOSIGNAL);
+
+		if (k < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+			/* The server may have answered early (413) and closed: read what it said. */
+			c->sent = c->req_len;
+		} else if (k < 0 && errno != EAGAIN && errno != EINTR) {
+			async_finish(c, negative_errno());
+			return;
+		} else if (k > 0) {
+			c->sent += (size_t)k;
+		}
+		r = c->sent == c->req_len ? async_arm(c, EV_READ | EV_PERSIST, -1) :
+					    async_arm(c, EV_WRITE, -1);
+		if (r < 0)
+			async_finish(c, -ENOMEM);
+		return;
+	}
+	for (;;) {
+		ssize_t k = recv(c->fd, c->a.buf + c->a.len, ANSWER_CAP - c->a.len, 0);
+
+		if (k < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (k < 0) {
+			async_finish(c, errno == ECONNRESET && c->a.len > 0 ? -EBADMSG :
+									      negative_errno());
+			return;
+		}
+		c->a.len += (size_t)k;
+		r = answer_parse(&c->a, k == 0);
+		if (r != 0) {
+			async_finish(c, MIN(r, 0));
+			return;
+		}
+	}
+}
+
+static void async_io_cb(evutil_socket_t fd, short what, void *userdata)
+{
+	async_step(userdata, false);
+}
+
+static void async_timer_cb(evutil_socket_t fd, short what, void *userdata)
+{
+	async_step(userdata, true);
+}
+
+int ctl_call_start(struct event_base *base, const char *path, const char *method,
+		   const char *target, const char *body, int timeout_ms, ctl_call_cb_t cb,
+		   void *userdata, struct ctl_async_call **ret)
+{
+	struct ctl_async_call *c;
+	int r;
+
+	if (!base || !cb || !ret)
+		return -EINVAL;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->fd = -EBADF;
+	c->cb = cb;
+	c->userdata = userdata;
+	c->a.length = -1;
+	c->deadline = now_ms() + MAX(timeout_ms, 0);
+	r = call_check(path, method, target, &c->sa);
+	if (r < 0)
+		goto fail;
+	r = format_request(method, target, body, &c->req);
+	if (r < 0)
+		goto fail;
+	c->req_len = (size_t)r;
+	c->a.buf = malloc(ANSWER_CAP + 1);
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	c->io = event_new(base, c->fd, EV_WRITE, async_io_cb, c);
+	c->timer = evtimer_new(base, async_timer_cb, c);
+	if (c->fd < 0) {
+		r = negative_errno();
+		goto fail;
+	}
+	if (!c->a.buf || !c->io || !c->timer) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	r = async_connect(c);
+	if (r < 0)
+		goto fail;
+	c->connecting = r > 0;
+	r = async_arm(c, r == 1 ? 0 : EV_WRITE, r == 1 ? 10 : -1);
+	if (r < 0)
+		goto fail;
+	*ret = c;
+	return 0;
+fail:
+	async_free(c);
+	return r;
+}
+
+void ctl_call_cancel(struct ctl_async_call *c)
+{
+	if (c)
+		async_free(c);
 }

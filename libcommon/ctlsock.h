@@ -4,7 +4,8 @@
 /*
  * The control sockets of the launchers (ARCHITECTURE.md "Launchers and supervision"): a small
  * HTTP/1.1 server on a Unix socket that speaks JSON, modelled on Firecracker's API, and the
- * blocking client k2i, tests and tools use to call it.
+ * clients k2i, tests and tools use to call it: blocking (ctl_call()) or on a libevent loop
+ * (ctl_call_start()).
  *
  * Server: runs on the caller's libevent base, one thread. Requests are parsed with
  * http_request_parse() (libcommon/http.h); keep-alive and pipelining are honoured, one request
@@ -15,7 +16,7 @@
  *
  * Every answer carries "Content-Type: application/json" when it has a body; 204 has none.
  * The server writes with libevent, which does not suppress SIGPIPE: the process ignores SIGPIPE
- * (as every daemon here does). ctl_call() needs no such care (it sends with MSG_NOSIGNAL).
+ * (as every daemon here does). The clients need no such care (they send with MSG_NOSIGNAL).
  */
 
 #include <stdbool.h>
@@ -86,6 +87,31 @@ void ctl_response_error(struct ctl_response *resp, int status, const char *fmt, 
  */
 int ctl_call(const char *path, const char *method, const char *target, const char *body,
 	     int timeout_ms, int *ret_status, char **ret_body);
+
+/*
+ * Called once when an asynchronous call ends: @r is 0 with the answer's @status and @body
+ * (NUL-terminated, "" when none; borrowed for the duration of the call), or one of ctl_call()'s
+ * -errno values with @status 0 and @body NULL. The call is freed after this returns.
+ */
+typedef void (*ctl_call_cb_t)(int r, int status, const char *body, void *userdata);
+
+struct ctl_async_call;
+
+/*
+ * The same exchange as ctl_call(), on @base (borrowed) instead of blocking: connects, sends and
+ * reads without waiting, bounded by @timeout_ms from now, and calls @cb with @userdata once
+ * from the loop (never from within this function). Returns 0 and the call in *ret (owned by the
+ * library until @cb has run; ctl_call_cancel() ends it earlier without calling @cb), or -EINVAL,
+ * -ENAMETOOLONG, -ENOMEM, or the -errno of a connect that failed at once (-ENOENT: no socket,
+ * -ECONNREFUSED: nothing listens); @cb is then never called.
+ */
+int ctl_call_start(struct event_base *base, const char *path, const char *method,
+		   const char *target, const char *body, int timeout_ms, ctl_call_cb_t cb,
+		   void *userdata, struct ctl_async_call **ret);
+
+/* Ends @c (may be NULL) before its callback ran; the callback is never called. Never call it
+ * from or after the callback. */
+void ctl_call_cancel(struct ctl_async_call *c);
 
 /*
  * Sets how long a connection may stay silent (idle between requests, or stalled in the middle of

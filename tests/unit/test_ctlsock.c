@@ -564,6 +564,122 @@ static void test_call_errors(void **state)
 			 -EINVAL);
 }
 
+/* What one asynchronous call ended with. */
+struct async_result {
+	int calls; /* times the callback ran */
+	int r, status;
+	char *body;
+	int64_t at; /* now_ms() when it ran */
+};
+
+static void async_done(int r, int status, const char *body, void *userdata)
+{
+	struct async_result *a = userdata;
+
+	a->calls++;
+	a->r = r;
+	a->status = status;
+	a->body = body ? strdup(body) : NULL;
+	a->at = now_ms();
+}
+
+/* Runs @base until every one of @n results has its callback, or 5 s pass. */
+static void async_wait(struct event_base *base, struct async_result *res, size_t n)
+{
+	int64_t end = now_ms() + 5000;
+
+	for (;;) {
+		size_t done = 0;
+
+		for (size_t i = 0; i < n; i++)
+			done += res[i].calls > 0;
+		if (done == n || now_ms() > end)
+			break;
+		assert_int_equal(event_base_loop(base, EVLOOP_ONCE), 0);
+	}
+}
+
+/*
+ * The asynchronous client: answers (with and without a body), a server that never answers
+ * (the deadline, while another call on the same loop completes first), errors found at once,
+ * an answer over the limit, and a cancelled call whose callback never runs.
+ */
+static void test_call_async(void **state)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	_cleanup_close_ int hole = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct event_base *base = event_base_new();
+	struct async_result res[5] = {};
+	struct ctl_async_call *c[5], *cancelled;
+	char path[160];
+	json_t *j;
+	int64_t start;
+
+	assert_non_null(base);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/async-hole.sock", tmpdir);
+	assert_int_equal(bind(hole, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(hole, 4), 0);
+
+	start = now_ms();
+	assert_int_equal(ctl_call_start(base, sa.sun_path, "GET", "/", NULL, 300, async_done,
+					&res[0], &c[0]),
+			 0);
+	assert_int_equal(ctl_call_start(base, sock_path, "PUT", "/echo/x", "{\"a\":1}", 2000,
+					async_done, &res[1], &c[1]),
+			 0);
+	assert_int_equal(ctl_call_start(base, sock_path, "GET", "/empty", NULL, 2000, async_done,
+					&res[2], &c[2]),
+			 0);
+	assert_int_equal(ctl_call_start(base, sock_path, "GET", "/big", NULL, 2000, async_done,
+					&res[3], &c[3]),
+			 0);
+	assert_int_equal(ctl_call_start(base, sock_path, "GET", "/created", NULL, 2000, async_done,
+					&res[4], &cancelled),
+			 0);
+	ctl_call_cancel(cancelled);
+	/* Nothing is called back from within ctl_call_start(). */
+	for (size_t i = 0; i < ELEMENTSOF(res); i++)
+		assert_int_equal(res[i].calls, 0);
+	async_wait(base, res, 4);
+
+	assert_int_equal(res[0].calls, 1);
+	assert_int_equal(res[0].r, -ETIMEDOUT);
+	assert_null(res[0].body);
+	assert_true(res[0].at - start >= 290);
+	assert_true(res[0].at - start < 1500);
+
+	/* The answered calls did not wait for the hung one. */
+	assert_int_equal(res[1].calls, 1);
+	assert_int_equal(res[1].r, 0);
+	assert_int_equal(res[1].status, 200);
+	assert_true(res[1].at < res[0].at);
+	j = json_loads(res[1].body, 0, NULL);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(j, "method")), "PUT");
+	assert_string_equal(json_string_value(json_object_get(j, "path")), "/echo/x");
+	assert_string_equal(json_string_value(json_object_get(j, "body")), "{\"a\":1}");
+	json_decref(j);
+	assert_int_equal(res[2].r, 0);
+	assert_int_equal(res[2].status, 204);
+	assert_string_equal(res[2].body, "");
+	assert_int_equal(res[3].r, -EMSGSIZE);
+	assert_int_equal(res[4].calls, 0);
+
+	/* Failures known at once are returned, and nothing is called back. */
+	snprintf(path, sizeof(path), "%s/none.sock", tmpdir);
+	assert_int_equal(
+		ctl_call_start(base, path, "GET", "/", NULL, 1000, async_done, &res[4], &c[4]),
+		-ENOENT);
+	assert_int_equal(ctl_call_start(base, sock_path, "GET", "/a b", NULL, 1000, async_done,
+					&res[4], &c[4]),
+			 -EINVAL);
+	assert_int_equal(res[4].calls, 0);
+
+	for (size_t i = 0; i < ELEMENTSOF(res); i++)
+		free(res[i].body);
+	event_base_free(base);
+}
+
 static void test_server_socket_file(void **state)
 {
 	struct event_base *base = event_base_new();
@@ -640,14 +756,23 @@ static void test_frame(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_frame),		cmocka_unit_test(test_get_echo),
-		cmocka_unit_test(test_put_patch_body),	cmocka_unit_test(test_large_bodies),
-		cmocka_unit_test(test_statuses),	cmocka_unit_test(test_answer_too_large),
-		cmocka_unit_test(test_bad_requests),	cmocka_unit_test(test_pipelining),
-		cmocka_unit_test(test_keep_alive),	cmocka_unit_test(test_expect_continue),
-		cmocka_unit_test(test_idle_timeout),	cmocka_unit_test(test_slow_request),
-		cmocka_unit_test(test_max_connections), cmocka_unit_test(test_call_timeout),
-		cmocka_unit_test(test_call_errors),	cmocka_unit_test(test_server_socket_file),
+		cmocka_unit_test(test_frame),
+		cmocka_unit_test(test_get_echo),
+		cmocka_unit_test(test_put_patch_body),
+		cmocka_unit_test(test_large_bodies),
+		cmocka_unit_test(test_statuses),
+		cmocka_unit_test(test_answer_too_large),
+		cmocka_unit_test(test_bad_requests),
+		cmocka_unit_test(test_pipelining),
+		cmocka_unit_test(test_keep_alive),
+		cmocka_unit_test(test_expect_continue),
+		cmocka_unit_test(test_idle_timeout),
+		cmocka_unit_test(test_slow_request),
+		cmocka_unit_test(test_max_connections),
+		cmocka_unit_test(test_call_timeout),
+		cmocka_unit_test(test_call_errors),
+		cmocka_unit_test(test_call_async),
+		cmocka_unit_test(test_server_socket_file),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
