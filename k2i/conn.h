@@ -10,6 +10,7 @@
 
 struct bufferevent;
 struct k2i_config;
+struct k2i_deferred;
 struct k2i_request;
 struct k2i_response;
 struct k2i_server;
@@ -31,6 +32,10 @@ struct conn {
 	bool closing; /* answer sent with Connection: close; free once the output drains */
 	bool chunked; /* HTTP/1.1 event stream: chunked transfer coding */
 	struct event_sub *sub; /* HTTP/1.1 event stream, owned; NULL otherwise */
+	/* HTTP/1.1: the answer being waited for (owned), and how to send it; later requests
+	 * wait in the input buffer until it is sent */
+	struct k2i_deferred *deferred;
+	bool deferred_keep_alive, deferred_http10;
 	int peer; /* enum tls_peer_status after the handshake */
 	char *peer_identity;
 	char addr[64]; /* printable peer address, for logs */

@@ -47,6 +47,7 @@ struct h2_stream {
 	struct evbuffer *body; /* the response body, read by the data provider */
 	struct event_sub *sub; /* an event stream: body is fed by the hub until done */
 	bool done; /* no more data will be added to body */
+	struct k2i_deferred *deferred; /* the answer being waited for, owned */
 };
 
 static void h2_stream_free(struct h2_stream *st)
@@ -64,6 +65,7 @@ static void h2_stream_free(struct h2_stream *st)
 	free(st->authorization);
 	free(st->accept);
 	event_sub_free(st->sub);
+	k2i_deferred_cancel(st->deferred);
 	if (st->body)
 		evbuffer_free(st->body);
 	free(st);
@@ -267,6 +269,20 @@ static int submit_response(struct conn *c, int32_t stream_id, struct h2_stream *
 	return nghttp2_submit_response(c->h2, stream_id, nva, n, &prd) == 0 ? 0 : -EPROTO;
 }
 
+/* A deferred answer is ready: submit it, and send from the write callback (see above). */
+static void h2_deferred_done(void *ctx, struct k2i_response *resp)
+{
+	struct h2_stream *st = ctx;
+	struct conn *c = st->conn;
+
+	st->deferred = NULL;
+	if (submit_response(c, st->id, st, resp) < 0)
+		(void)nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, st->id,
+						NGHTTP2_INTERNAL_ERROR);
+	bufferevent_trigger(c->bev, EV_WRITE,
+			    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
 static int handle_request(struct conn *c, int32_t stream_id, struct h2_stream *st)
 {
 	struct k2i_request req;
@@ -289,6 +305,12 @@ static int handle_request(struct conn *c, int32_t stream_id, struct h2_stream *s
 		req.refuse_message = "request bodies are not accepted";
 	}
 	routes_handle(c->routes, &req, &resp);
+	if (resp.deferred) {
+		st->deferred = TAKE_PTR(resp.deferred);
+		k2i_deferred_wait(st->deferred, h2_deferred_done, st);
+		k2i_response_done(&resp);
+		return 0;
+	}
 	r = submit_response(c, stream_id, st, &resp);
 	k2i_response_done(&resp);
 	return r;

@@ -273,50 +273,139 @@ static json_t *record_json(const struct instance_record *rec)
 			 json_time(rec->started_at_ns));
 }
 
-/*
- * The object of a live instance: its record and what its control socket says (GET /), or why
- * it could not say. @budget_ms is what is left of the whole request's time.
- */
-static json_t *live_json(const struct live_instance *l, int timeout_ms, int64_t *budget_ms)
+/* At most this many control sockets are asked at once by one query; the others wait. */
+#define QUERY_PARALLEL 32
+
+/* One live instance a query asks. */
+struct query_call {
+	struct instances_query *q;
+	json_t *obj; /* its object in q->items (borrowed) */
+	char *api_socket;
+	struct ctl_async_call *call; /* while asking */
+};
+
+struct instances_query {
+	struct event_base *base; /* borrowed */
+	json_t *items; /* the live instances' objects, then the ended ones' */
+	bool one; /* an id was asked for: the answer is its object, not the array */
+	struct query_call *calls;
+	size_t n_calls, next, pending; /* next: the first not started; pending: not ended */
+	int timeout_ms;
+	int64_t deadline_ms; /* CLOCK_MONOTONIC: calls not started by then are not made */
+	instances_query_cb_t cb;
+	void *userdata;
+};
+
+static int64_t monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The object of a live instance before its control socket is asked. */
+static json_t *live_json(const struct live_instance *l)
 {
 	json_t *o = record_json(&l->rec);
-	_cleanup_free_ char *body = NULL;
-	json_t *info = NULL;
-	struct timespec t0, t1;
-	int status = 0, r;
 
-	if (!o)
-		return NULL;
-	json_object_set_new(o, "api_socket", json_string(l->rec.api_socket));
-	if (*budget_ms <= 0) {
-		json_object_set_new(o, "state", json_string("unknown"));
-		json_object_set_new(o, "error", json_string("no time left to ask it"));
-		return o;
+	if (o && json_object_set_new(o, "api_socket", json_string(l->rec.api_socket)) < 0)
+		o = (json_decref(o), NULL);
+	return o;
+}
+
+/* Completes @obj with why its state is not known. */
+static void set_unknown(json_t *obj, json_t *error)
+{
+	json_object_set_new(obj, "state", json_string("unknown"));
+	json_object_set_new(obj, "error", error);
+}
+
+/* The answer of a query: the array, or the one object asked for (-ENOENT if there is none). */
+static int query_result(struct instances_query *q, json_t **ret)
+{
+	if (!q->one) {
+		*ret = json_incref(q->items);
+		return 0;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	r = ctl_call(l->rec.api_socket, "GET", "/", NULL, (int)MIN((int64_t)timeout_ms, *budget_ms),
-		     &status, &body);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	*budget_ms -= (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	if (json_array_size(q->items) == 0)
+		return -ENOENT;
+	*ret = json_incref(json_array_get(q->items, 0));
+	return 0;
+}
+
+static void query_free(struct instances_query *q)
+{
+	for (size_t i = 0; i < q->n_calls; i++) {
+		ctl_call_cancel(q->calls[i].call);
+		free(q->calls[i].api_socket);
+	}
+	free(q->calls);
+	json_decref(q->items);
+	free(q);
+}
+
+static void query_start_calls(struct instances_query *q);
+
+/* A control socket answered, failed or timed out. */
+static void on_call_done(int r, int status, const char *body, void *userdata)
+{
+	struct query_call *qc = userdata;
+	struct instances_query *q = qc->q;
+	json_t *info = NULL;
+
+	qc->call = NULL;
 	if (r >= 0 && status == 200)
 		info = json_loads(body, 0, NULL);
 	if (json_is_object(info)) {
 		json_t *state = json_object_get(info, "state");
 
-		json_object_set_new(o, "state",
+		json_object_set_new(qc->obj, "state",
 				    json_is_string(state) ? json_incref(state) :
 							    json_string("running"));
-		json_object_set_new(o, "info", info);
-		return o;
-	}
-	json_decref(info);
-	json_object_set_new(o, "state", json_string("unknown"));
-	if (r < 0)
-		json_object_set_new(o, "error", json_sprintf("control socket: %s", strerror(-r)));
-	else
-		json_object_set_new(o, "error",
+		json_object_set_new(qc->obj, "info", info);
+	} else {
+		json_decref(info);
+		set_unknown(qc->obj,
+			    r < 0 ? json_sprintf("control socket: %s", strerror(-r)) :
 				    json_sprintf("control socket answered HTTP %d", status));
-	return o;
+	}
+	q->pending--;
+	query_start_calls(q);
+	if (q->pending == 0) {
+		json_t *result = NULL;
+		int e = query_result(q, &result);
+
+		q->cb(e, result, q->userdata);
+		json_decref(result);
+		query_free(q);
+	}
+}
+
+/*
+ * Starts calls until QUERY_PARALLEL are under way or none is left. A call that cannot start,
+ * or would start after the deadline, ends at once (its object says why).
+ */
+static void query_start_calls(struct instances_query *q)
+{
+	while (q->next < q->n_calls && q->pending - (q->n_calls - q->next) < QUERY_PARALLEL) {
+		struct query_call *qc = &q->calls[q->next++];
+		int64_t left = q->deadline_ms - monotonic_ms();
+		int r;
+
+		if (left <= 0) {
+			set_unknown(qc->obj, json_string("no time left to ask it"));
+			q->pending--;
+			continue;
+		}
+		r = ctl_call_start(q->base, qc->api_socket, "GET", "/", NULL,
+				   (int)MIN((int64_t)q->timeout_ms, left), on_call_done, qc,
+				   &qc->call);
+		if (r < 0) {
+			set_unknown(qc->obj, json_sprintf("control socket: %s", strerror(-r)));
+			q->pending--;
+		}
+	}
 }
 
 static json_t *ended_json(const struct ended_instance *e)
@@ -336,26 +425,45 @@ static json_t *ended_json(const struct ended_instance *e)
 	return o;
 }
 
-int instances_json(struct instances *in, const char *kind, const char *id, int timeout_ms,
-		   json_t **ret)
+int instances_query(struct instances *in, const char *kind, const char *id, int timeout_ms,
+		    instances_query_cb_t cb, void *userdata, json_t **ret_json,
+		    struct instances_query **ret_query)
 {
-	json_auto_t *a = json_array();
-	int64_t budget = 4 * (int64_t)timeout_ms;
+	_cleanup_free_ struct instances_query *q = calloc(1, sizeof(*q));
+	const struct ended_instance *last = NULL;
 	enum instance_kind k;
+	size_t n = 0;
+	int r;
 
-	if (!a || instance_kind_from_string(kind, &k) < 0)
+	if (!q || instance_kind_from_string(kind, &k) < 0)
 		return -ENOMEM;
+	*q = (struct instances_query){ .base = in->base,
+				       .items = json_array(),
+				       .one = id != NULL,
+				       .timeout_ms = timeout_ms,
+				       .deadline_ms = monotonic_ms() + 4 * (int64_t)timeout_ms,
+				       .cb = cb,
+				       .userdata = userdata };
 	/* A launcher that was killed is noticed here at the latest. */
 	refresh(in);
+	for (size_t i = 0; i < in->n_live; i++)
+		n += in->live[i].rec.kind == k && (!id || strcmp(in->live[i].rec.id, id) == 0);
+	q->calls = calloc(MAX(n, (size_t)1), sizeof(*q->calls));
+	if (!q->items || !q->calls)
+		goto oom;
 	for (size_t i = 0; i < in->n_live; i++) {
 		const struct live_instance *l = &in->live[i];
+		struct query_call *qc = &q->calls[q->n_calls];
 
 		if (l->rec.kind != k || (id && strcmp(l->rec.id, id) != 0))
 			continue;
-		if (json_array_append_new(a, live_json(l, timeout_ms, &budget)) < 0)
-			return -ENOMEM;
+		*qc = (struct query_call){ .q = q, .obj = live_json(l) };
+		q->n_calls++;
+		if (json_array_append_new(q->items, qc->obj) < 0 ||
+		    !(qc->api_socket = strdup(l->rec.api_socket)))
+			goto oom;
 	}
-	/* The ring, oldest first; an id that ran more than once shows its latest run. */
+	/* The ring, oldest first. An id asked for shows its live run, else its latest run. */
 	for (size_t j = 0; j < in->n_ended; j++) {
 		size_t i = (in->ended_next + INSTANCES_EXITED_MAX - in->n_ended + j) %
 			   INSTANCES_EXITED_MAX;
@@ -364,19 +472,32 @@ int instances_json(struct instances *in, const char *kind, const char *id, int t
 		if (e->rec.kind != k || (id && strcmp(e->rec.id, id) != 0))
 			continue;
 		if (id)
-			json_array_clear(a);
-		if (json_array_append_new(a, ended_json(e)) < 0)
-			return -ENOMEM;
+			last = e;
+		else if (json_array_append_new(q->items, ended_json(e)) < 0)
+			goto oom;
 	}
-	if (!id) {
-		*ret = json_incref(a);
-		return 0;
+	if (last && q->n_calls == 0 && json_array_append_new(q->items, ended_json(last)) < 0)
+		goto oom;
+
+	q->pending = q->n_calls;
+	query_start_calls(q);
+	if (q->pending > 0) {
+		*ret_query = TAKE_PTR(q);
+		return 1;
 	}
-	if (json_array_size(a) == 0)
-		return -ENOENT;
-	/* A live instance comes first; the ring only holds earlier runs of the same id. */
-	*ret = json_incref(json_array_get(a, 0));
-	return 0;
+	/* Nothing to wait for: every call ended before it started. */
+	r = query_result(q, ret_json);
+	query_free(TAKE_PTR(q));
+	return r;
+oom:
+	query_free(TAKE_PTR(q));
+	return -ENOMEM;
+}
+
+void instances_query_cancel(struct instances_query *q)
+{
+	if (q)
+		query_free(q);
 }
 
 struct pid_index {

@@ -40,15 +40,32 @@ struct instances *instances_free(struct instances *in);
  */
 void instances_note_exit(struct instances *in, const struct event_exit *x);
 
+struct instances_query;
+
+/* Called once a query has its answer: @r and @result as instances_query() would return them
+ * at once (@result borrowed for the call). The query is freed after this returns. */
+typedef void (*instances_query_cb_t)(int r, struct json_t *result, void *userdata);
+
 /*
  * Builds the JSON array of the instances of kind @kind ("vm" or "sandbox"): the live ones, each
- * with the state its control socket reports (asked with a timeout of @timeout_ms each, and at
- * most 4 × @timeout_ms for all), then the ended ones, newest last. With @id, the one object of
- * that instance instead (-ENOENT if there is none). Returns 0 and a new reference in *ret,
- * -ENOENT or -ENOMEM.
+ * with the state its control socket reports, then the ended ones, newest last. With @id, the one
+ * object of that instance instead: its live run, else its latest ended run (-ENOENT if none).
+ *
+ * The control sockets are asked on the loop without blocking it, up to 32 at once, each with a
+ * timeout of @timeout_ms, and none is started later than 4 × @timeout_ms after this call (an
+ * instance not asked in time, or whose socket fails, shows state "unknown" and an "error").
+ *
+ * Returns 0 with the answer (a new reference) in *ret_json when no socket needs asking; 1 with
+ * the query in *ret_query when @cb will be called with @userdata from the loop (the query then
+ * belongs to the tracker until @cb has run; instances_query_cancel() drops it earlier without a
+ * call); or -ENOENT or -ENOMEM. A query must not outlive @in.
  */
-int instances_json(struct instances *in, const char *kind, const char *id, int timeout_ms,
-		   struct json_t **ret);
+int instances_query(struct instances *in, const char *kind, const char *id, int timeout_ms,
+		    instances_query_cb_t cb, void *userdata, struct json_t **ret_json,
+		    struct instances_query **ret_query);
+
+/* Drops @q (may be NULL) before its callback ran. Never call it from or after the callback. */
+void instances_query_cancel(struct instances_query *q);
 
 /* Whether any instance is running (so process objects may need tagging). */
 bool instances_any_live(const struct instances *in);

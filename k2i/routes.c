@@ -177,6 +177,7 @@ struct event_hub *routes_event_hub(const struct routes *r)
 
 void k2i_response_done(struct k2i_response *resp)
 {
+	k2i_deferred_cancel(TAKE_PTR(resp->deferred));
 	resp->stream = event_sub_free(resp->stream);
 	if (resp->body)
 		evbuffer_free(resp->body);
@@ -612,24 +613,38 @@ static void route_exits(struct routes *r, const struct http_query *params,
 		respond_error(resp, 500, "cannot build the response");
 }
 
-/* GET /v1/vms[/{id}] and /v1/sandboxes[/{id}]. */
-static void route_instances(struct routes *r, const char *kind, const char *id,
-			    struct k2i_response *resp)
-{
-	json_auto_t *j = NULL;
-	_cleanup_free_ char *text = NULL;
-	int e;
+/* An answer of /v1/vms or /v1/sandboxes still waiting for the instances' control sockets. */
+struct k2i_deferred {
+	struct routes *r;
+	struct instances_query *query;
+	const char *kind; /* static */
+	char *id; /* NULL for the list */
+	char *target; /* as received, for the log */
+	bool head;
+	enum k2i_route route;
+	enum k2i_proto proto;
+	k2i_deferred_cb_t done; /* set by the transport */
+	void *done_ctx;
+};
 
-	if (id && !instance_id_valid(id)) {
-		respond_error(resp, 400, "invalid instance id");
-		return;
+static struct k2i_deferred *deferred_free(struct k2i_deferred *d)
+{
+	if (d) {
+		free(d->id);
+		free(d->target);
+		free(d);
 	}
-	if (!r->instances) {
-		respond_error(resp, id ? 404 : 503, "instances are not tracked on this host");
-		return;
-	}
-	/* The launchers answer on their own loop: 200 ms covers a busy one, not a hung one. */
-	e = instances_json(r->instances, kind, id, 200, &j);
+	return NULL;
+}
+
+DEFINE_CLEANUP_FUNC(struct k2i_deferred, deferred_free)
+
+/* Answers /v1/vms or /v1/sandboxes from what instances_query() gave. */
+static void respond_instances(struct routes *r, const char *kind, const char *id, int e, json_t *j,
+			      struct k2i_response *resp)
+{
+	_cleanup_free_ char *text = NULL;
+
 	if (e == -ENOENT) {
 		respond_error(resp, 404, "no %s with id '%s'", kind, id);
 		return;
@@ -647,6 +662,81 @@ static void route_instances(struct routes *r, const char *kind, const char *id,
 	if (!text || respond_list_text(r, resp, strcmp(kind, "vm") == 0 ? "vms" : "sandboxes", text,
 				       strlen(text), json_array_size(j)) < 0)
 		respond_error(resp, 500, "cannot build the response");
+}
+
+static void count_request(struct routes *r, const char *method, const char *target,
+			  enum k2i_route route, enum k2i_proto proto, int status)
+{
+	metrics_count_request(r->metrics, route, status, proto);
+	log_debug("%s %s -> %d", method ? method : "-", target ? target : "-", status);
+}
+
+static void on_instances(int e, json_t *j, void *userdata)
+{
+	struct k2i_deferred *d = userdata;
+	struct k2i_response resp = { .head = d->head };
+	k2i_deferred_cb_t done = d->done;
+	void *ctx = d->done_ctx;
+
+	d->query = NULL;
+	respond_instances(d->r, d->kind, d->id, e, j, &resp);
+	count_request(d->r, d->head ? "HEAD" : "GET", d->target, d->route, d->proto, resp.status);
+	deferred_free(d);
+	done(ctx, &resp);
+	k2i_response_done(&resp);
+}
+
+void k2i_deferred_wait(struct k2i_deferred *d, k2i_deferred_cb_t done, void *ctx)
+{
+	d->done = done;
+	d->done_ctx = ctx;
+}
+
+void k2i_deferred_cancel(struct k2i_deferred *d)
+{
+	if (!d)
+		return;
+	instances_query_cancel(d->query);
+	deferred_free(d);
+}
+
+/*
+ * GET /v1/vms[/{id}] and /v1/sandboxes[/{id}]. Asking the launchers' control sockets takes
+ * time, so unless none needs asking the answer is deferred (resp->deferred).
+ */
+static void route_instances(struct routes *r, const struct k2i_request *req, enum k2i_route route,
+			    const char *kind, const char *id, struct k2i_response *resp)
+{
+	_cleanup_(deferred_freep) struct k2i_deferred *d = calloc(1, sizeof(*d));
+	json_auto_t *j = NULL;
+	int e;
+
+	if (id && !instance_id_valid(id)) {
+		respond_error(resp, 400, "invalid instance id");
+		return;
+	}
+	if (!r->instances) {
+		respond_error(resp, id ? 404 : 503, "instances are not tracked on this host");
+		return;
+	}
+	if (!d || (id && !(d->id = strdup(id))) || !(d->target = strdup(req->target))) {
+		respond_error(resp, 500, "cannot build the response");
+		return;
+	}
+	*d = (struct k2i_deferred){ .r = r,
+				    .kind = kind,
+				    .id = d->id,
+				    .target = d->target,
+				    .head = resp->head,
+				    .route = route,
+				    .proto = req->proto };
+	/* The launchers answer on their own loop: 200 ms covers a busy one, not a hung one. */
+	e = instances_query(r->instances, kind, id, 200, on_instances, d, &j, &d->query);
+	if (e == 1) {
+		resp->deferred = TAKE_PTR(d);
+		return;
+	}
+	respond_instances(r, kind, id, e, j, resp);
 }
 
 static void route_index(struct routes *r, struct k2i_response *resp)
@@ -863,10 +953,10 @@ static void dispatch(struct routes *r, const struct k2i_request *req, struct k2i
 		route_exits(r, &params, resp);
 		break;
 	case K2I_ROUTE_VMS:
-		route_instances(r, "vm", m.id, resp);
+		route_instances(r, req, m.route, "vm", m.id, resp);
 		break;
 	case K2I_ROUTE_SANDBOXES:
-		route_instances(r, "sandbox", m.id, resp);
+		route_instances(r, req, m.route, "sandbox", m.id, resp);
 		break;
 	default:
 		respond_error(resp, 404, "no route for '%s'", path);
@@ -880,9 +970,9 @@ void routes_handle(struct routes *r, const struct k2i_request *req, struct k2i_r
 	enum k2i_route route = K2I_ROUTE_NONE;
 
 	dispatch(r, req, resp, &route);
+	if (resp->deferred)
+		return; /* counted when it is answered */
 	if (resp->status == 0)
 		respond_error(resp, 500, "internal error");
-	metrics_count_request(r->metrics, route, resp->status, req->proto);
-	log_debug("%s %s -> %d", req->method ? req->method : "-", req->target ? req->target : "-",
-		  resp->status);
+	count_request(r, req->method, req->target, route, req->proto, resp->status);
 }

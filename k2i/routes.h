@@ -16,6 +16,7 @@
 struct event_hub;
 struct event_sub;
 struct evbuffer;
+struct k2i_deferred;
 struct k2i_config;
 struct routes;
 
@@ -43,7 +44,25 @@ struct k2i_response {
 	/* Non-NULL for a live stream (GET /v1/events): no Content-Length, and after the headers
 	 * the transport attaches this subscription to the hub and owns it from then on. */
 	struct event_sub *stream;
+	/* Non-NULL when the answer comes later (GET /v1/vms, /v1/sandboxes: the launchers are
+	 * asked without blocking the loop). The transport takes it, calls k2i_deferred_wait() at
+	 * once, and sends nothing for this request (nor later ones on an HTTP/1.1 connection)
+	 * until then; or k2i_deferred_cancel() if the client goes away first. */
+	struct k2i_deferred *deferred;
 };
+
+/*
+ * Called once from the loop with the finished response of a deferred request. @resp is
+ * borrowed: send it as if routes_handle() had produced it (its body may be taken); the caller
+ * releases it afterwards. The deferred object is already freed.
+ */
+typedef void (*k2i_deferred_cb_t)(void *ctx, struct k2i_response *resp);
+
+/* Sets what is called with @ctx when the deferred answer @d is ready. */
+void k2i_deferred_wait(struct k2i_deferred *d, k2i_deferred_cb_t done, void *ctx);
+
+/* Drops @d (may be NULL) before it was answered; its callback is never called. */
+void k2i_deferred_cancel(struct k2i_deferred *d);
 
 /*
  * Creates the route handler. @cfg and @metrics are borrowed and must outlive it. Reads the token
@@ -86,5 +105,5 @@ struct routes *routes_free(struct routes *r);
  */
 void routes_handle(struct routes *r, const struct k2i_request *req, struct k2i_response *resp);
 
-/* Frees the body of @resp, and its stream if the transport did not take it. */
+/* Frees the body of @resp, and its stream or deferred answer if the transport did not take it. */
 void k2i_response_done(struct k2i_response *resp);

@@ -60,6 +60,7 @@ void conn_free(struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	event_sub_free(c->sub);
+	k2i_deferred_cancel(c->deferred);
 	h2_session_free(c);
 	/* BEV_OPT_CLOSE_ON_FREE: this also frees the SSL and closes the socket. */
 	if (c->bev)
@@ -202,6 +203,25 @@ static size_t h1_head_length(struct evbuffer *in)
 	return a ? a : b;
 }
 
+/* The deferred answer of the connection's current request is ready: send it, then go on. */
+static void h1_deferred_done(void *ctx, struct k2i_response *resp)
+{
+	struct conn *c = ctx;
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+
+	c->deferred = NULL;
+	if (h1_send_response(c, resp, c->deferred_keep_alive, c->deferred_http10) < 0) {
+		conn_free(c);
+		return;
+	}
+	if (!c->deferred_keep_alive)
+		c->closing = true;
+	else if (evbuffer_get_length(in) > 0)
+		/* Pipelined requests waited for this one: the read callback takes them up. */
+		bufferevent_trigger(c->bev, EV_READ,
+				    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
 /*
  * Handles every complete request in the input buffer. Returns 0, or a negative errno after
  * which the connection is freed.
@@ -211,7 +231,8 @@ static int h1_process(struct conn *c)
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 
-	while (!c->closing && !c->sub && evbuffer_get_length(out) < H1_OUTPUT_HIGH_WATER) {
+	while (!c->closing && !c->sub && !c->deferred &&
+	       evbuffer_get_length(out) < H1_OUTPUT_HIGH_WATER) {
 		_cleanup_free_ char *head = NULL;
 		struct http_request_head h;
 		struct k2i_request req;
@@ -251,6 +272,14 @@ static int h1_process(struct conn *c)
 		req.authorization = http_header_get(&h, "authorization");
 		req.accept = http_header_get(&h, "accept");
 		routes_handle(c->routes, &req, &resp);
+		if (resp.deferred) {
+			c->deferred = TAKE_PTR(resp.deferred);
+			c->deferred_keep_alive = h.keep_alive;
+			c->deferred_http10 = h.version_minor == 0;
+			k2i_deferred_wait(c->deferred, h1_deferred_done, c);
+			k2i_response_done(&resp);
+			return 0;
+		}
 		r = h1_send_response(c, &resp, h.keep_alive, h.version_minor == 0);
 		k2i_response_done(&resp);
 		if (r < 0)

@@ -101,5 +101,64 @@ check "a record whose launcher is dead is not listed" \
 	wait_until 50 eval "! get /v1/sandboxes | jq -e '.sandboxes[] | select(.id == \"ghost\")' >/dev/null"
 check "...and is removed" [ ! -e "$RUN/instances/ghost.json" ]
 check "no record is left behind" eval "[ -z \"\$(ls '$RUN/instances')\" ]"
+# Launchers that accept connections (through the backlog) and never answer: six "vms" whose
+# control sockets are held by one process that never accepts. Their sockets are asked at
+# once, not one after another, and k2i's loop goes on serving other requests meanwhile.
+python3 -c '
+import socket, sys, time
+socks = []
+for i in range(1, 7):
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(sys.argv[1] + "/instances/hung%d.sock" % i)
+    s.listen(8)
+    socks.append(s)
+print("ready", flush=True)
+time.sleep(120)
+' "$RUN" >"$T_TMP/hung.out" &
+HUNG=$!
+T_PIDS+=("$HUNG")
+wait_until 50 grep -q ready "$T_TMP/hung.out"
+for i in 1 2 3 4 5 6; do
+	cat >"$RUN/instances/hung$i.json.tmp" <<EOF
+{"id": "hung$i", "kind": "vm", "pid": $HUNG, "pid_start": "0",
+ "api_socket": "$RUN/instances/hung$i.sock", "started_at": "2026-01-01T00:00:00.000Z"}
+EOF
+	mv "$RUN/instances/hung$i.json.tmp" "$RUN/instances/hung$i.json"
+done
+check_eq "six hung vms are listed" 6 "$(get /v1/vms | jq .count)"
+ms() { echo $(($(date +%s%N) / 1000000)); }
+for proto in --http1.1 --http2; do
+	t0=$(ms)
+	(
+		kcurl "$proto" "$K2I_URL/v1/vms" >"$T_TMP/hung-vms.json"
+		ms >"$T_TMP/hung-vms.end"
+	) &
+	lister=$!
+	sleep 0.05
+	kcurl "$proto" "$K2I_URL/v1/hello" >/dev/null
+	hello_end=$(ms)
+	wait "$lister"
+	vms_end=$(cat "$T_TMP/hung-vms.end")
+	check "$proto: /v1/hello is answered while /v1/vms waits for hung launchers" \
+		[ "$hello_end" -lt "$vms_end" ]
+	check_eq "$proto: each hung launcher timed out on its own (all asked at once)" \
+		"6 control socket: Connection timed out" \
+		"$(jq -r '[.vms[] | select(.state == "unknown") | .error] | "\(length) \(unique | join(","))"' \
+			"$T_TMP/hung-vms.json")"
+	check "$proto: ...within about one timeout, not six ($((vms_end - t0)) ms)" \
+		[ $((vms_end - t0)) -lt 600 ]
+	check_eq "$proto: one hung vm by id" "unknown" \
+		"$(kcurl "$proto" "$K2I_URL/v1/vms/hung3" | jq -r .state)"
+done
+# Clients that leave while their answer is being waited for.
+for proto in --http1.1 --http2; do
+	kcurl "$proto" --max-time 0.05 "$K2I_URL/v1/vms" >/dev/null 2>&1
+done
+check_eq "k2i answers after clients left mid-wait" 6 "$(get /v1/vms | jq .count)"
+kill "$HUNG"
+wait "$HUNG" 2>/dev/null
+check "the hung vms are reported exited once their launcher is gone" wait_until 50 eval \
+	"get /v1/vms | jq -e '[.vms[] | select(.state == \"exited\")] | length == 6' >/dev/null"
+check "...and their records and sockets are removed" eval "[ -z \"\$(ls '$RUN/instances')\" ]"
 check "k2i is still running" kill -0 "$K2I_PID"
 done_testing
