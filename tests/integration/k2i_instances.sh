@@ -89,6 +89,19 @@ check "the sandboxed sleep died with its launcher" wait_until 50 eval "! kill -0
 	-H "127.0.0.1:$K2I_PORT" --sandboxes >"$T_TMP/k2ps2.out"
 check "k2ps shows how s2 ended" grep -E -q " s2 +exited .* signal 9$" "$T_TMP/k2ps2.out"
 
+# The id s1 runs again: its live run is what /v1/sandboxes/s1 shows, not the ended one.
+"$B/bin/sandbox" run --rundir "$RUN" --id s1 -- /bin/sleep 60 >"$T_TMP/s1b.out" 2>&1 &
+S1B=$!
+T_PIDS+=("$S1B")
+check "s1's second run is reported running, not its first run's exit" \
+	wait_until 100 eval '[ "$(sbx_state s1)" = running ]'
+check_eq "...with the new launcher's pid" "$S1B" "$(get /v1/sandboxes/s1 | jq .pid)"
+check_eq "the list holds both runs of s1" "exited running" \
+	"$(get /v1/sandboxes | jq -r '[.sandboxes[] | select(.id == "s1") | .state] | sort | join(" ")')"
+kill "$S1B"
+wait "$S1B" 2>/dev/null
+check "s1's second run is reported exited" wait_until 50 eval '[ "$(sbx_state s1)" = exited ]'
+
 # A record left by a launcher that died while k2i was not watching: cleaned when seen.
 /bin/true &
 dead=$!
