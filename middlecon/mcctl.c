@@ -436,16 +436,21 @@ static int do_peers(void)
 		return MCCTL_EXIT_FAILURE;
 	}
 	printf("node %s\n", json_string_value(json_object_get(j, "node")) ?: "?");
-	printf("%-24s %-24s %-4s %-9s %9s %7s %7s\n", "NODE", "ADDR", "DIR", "STATE", "RTT_MS",
-	       "ROUTES", "INFLIGHT");
+	printf("%-24s %-24s %-4s %-9s %9s %9s %7s %7s\n", "NODE", "ADDR", "DIR", "STATE", "RTT_MS",
+	       "CLOCK_MS", "ROUTES", "INFLIGHT");
 	json_array_foreach(json_object_get(j, "links"), i, v)
 	{
-		printf("%-24s %-24s %-4s %-9s %9.3f %7zu %7lld\n",
+		json_t *clock = json_object_get(v, "clock_offset_ms");
+		char offset[32] = "-";
+
+		if (json_is_number(clock))
+			snprintf(offset, sizeof(offset), "%+.1f", json_number_value(clock));
+		printf("%-24s %-24s %-4s %-9s %9.3f %9s %7zu %7lld\n",
 		       json_string_value(json_object_get(v, "node")) ?: "?",
 		       json_string_value(json_object_get(v, "addr")) ?: "?",
 		       json_string_value(json_object_get(v, "direction")) ?: "?",
 		       json_string_value(json_object_get(v, "state")) ?: "?",
-		       json_number_value(json_object_get(v, "rtt_ms")),
+		       json_number_value(json_object_get(v, "rtt_ms")), offset,
 		       json_array_size(json_object_get(v, "routes")),
 		       (long long)(json_integer_value(json_object_get(v, "requests_in")) +
 				   json_integer_value(json_object_get(v, "requests_out"))));

@@ -104,6 +104,9 @@ struct peer_source {
 	unsigned n_addrs; /* of the last answer */
 };
 
+/* PONGs the clock offset of a link is estimated from (the best of the last ones). */
+#define CLOCK_SAMPLES 8
+
 struct peer_link {
 	struct peer_mesh *mesh;
 	struct peer_link *next; /* mesh.links */
@@ -119,7 +122,19 @@ struct peer_link {
 	uint64_t up_mono_ns; /* CLOCK_MONOTONIC when it came up */
 	uint64_t last_frames_in, last_rx_mono_ns; /* progress seen by the heartbeat */
 	uint64_t ping_id, ping_sent_ns; /* the PING in flight, 0 if none */
+	uint64_t ping_sent_real_ns; /* CLOCK_REALTIME when it was sent */
 	uint64_t rtt_ns, rtt_min_ns; /* last and smallest round-trip time */
+	/*
+	 * The peer's clock minus ours (ns), from the recent PONG with the smallest round trip
+	 * (whose error is at most half of it); 0 until a PONG told it.
+	 */
+	struct clock_sample {
+		uint64_t rtt_ns; /* 0: unused */
+		int64_t offset_ns;
+	} clock[CLOCK_SAMPLES];
+	unsigned clock_next;
+	int64_t clock_offset_ns;
+	bool clock_known;
 };
 
 /* A TLS connection accepted but not yet through its handshake. */
@@ -377,6 +392,19 @@ static struct peer_link *pick_redundant(struct peer_link *l, struct peer_link *o
 	return cmp > 0 ? l : other;
 }
 
+/* Sends a PING over the link; its PONG gives the round trip and the peer's clock. */
+static void send_ping(struct peer_link *l, uint64_t now_mono)
+{
+	Frame ping = MIDDLECON__FRAME__INIT;
+
+	ping.kind = MIDDLECON__FRAME__KIND__PING;
+	ping.id = ++l->ping_id ? l->ping_id : ++l->ping_id;
+	l->ping_sent_ns = now_mono;
+	l->ping_sent_real_ns = real_ns();
+	ping.time = l->ping_sent_real_ns;
+	(void)conn_send(l->conn, &ping, NULL, NULL, 0);
+}
+
 /* The peer's PEER_HELLO: checks it and brings the link up, or refuses it. */
 static void link_hello(struct relay_conn *c, const Frame *f)
 {
@@ -449,8 +477,39 @@ static void link_hello(struct relay_conn *c, const Frame *f)
 	log_info("Link %" PRIu64 " to '%s' (%s, %s) is up", c->id, l->node, l->addr,
 		 l->slot ? "dialled" : "accepted");
 	relay_link_up(c);
+	/* The first round trip at once: it tells the peer's clock before the first request. */
+	send_ping(l, mono_ns());
 	if (other)
 		link_drain(other);
+}
+
+/*
+ * Notes the clock of the peer, @peer_ns when it answered the PING in flight: that was about
+ * halfway through the round trip. Keeps the offset of the recent sample with the smallest round
+ * trip, the one least blurred by queueing.
+ */
+static void clock_sample(struct peer_link *l, uint64_t peer_ns)
+{
+	uint64_t now = real_ns();
+	int64_t mid = (int64_t)(l->ping_sent_real_ns / 2 + now / 2);
+	const struct clock_sample *best = NULL;
+
+	l->clock[l->clock_next] = (struct clock_sample){ .rtt_ns = MAX(l->rtt_ns, (uint64_t)1),
+							 .offset_ns = (int64_t)peer_ns - mid };
+	l->clock_next = (l->clock_next + 1) % CLOCK_SAMPLES;
+	for (unsigned i = 0; i < CLOCK_SAMPLES; i++)
+		if (l->clock[i].rtt_ns && (!best || l->clock[i].rtt_ns < best->rtt_ns))
+			best = &l->clock[i];
+	if (!l->clock_known || llabs(best->offset_ns - l->clock_offset_ns) > 100 * 1000000LL)
+		log_debug("Link to '%s': its clock is %+.3f ms from ours (round trip %.3f ms)",
+			  l->node, (double)best->offset_ns / 1e6, (double)best->rtt_ns / 1e6);
+	l->clock_offset_ns = best->offset_ns;
+	l->clock_known = true;
+}
+
+int64_t peer_link_clock_offset(const struct relay_conn *c)
+{
+	return c->link && c->link->clock_known ? c->link->clock_offset_ns : 0;
 }
 
 void peer_link_frame(struct relay_conn *c, const Frame *f)
@@ -465,6 +524,7 @@ void peer_link_frame(struct relay_conn *c, const Frame *f)
 	case MIDDLECON__FRAME__KIND__PING:
 		out.kind = MIDDLECON__FRAME__KIND__PONG;
 		out.id = f->id;
+		out.time = real_ns();
 		(void)conn_send(c, &out, NULL, NULL, 0);
 		return;
 	case MIDDLECON__FRAME__KIND__PONG:
@@ -473,6 +533,8 @@ void peer_link_frame(struct relay_conn *c, const Frame *f)
 			if (!l->rtt_min_ns || l->rtt_ns < l->rtt_min_ns)
 				l->rtt_min_ns = l->rtt_ns;
 			l->ping_id = 0;
+			if (f->time)
+				clock_sample(l, f->time);
 		}
 		return;
 	default:
@@ -491,7 +553,6 @@ static void heartbeat_cb(evutil_socket_t fd, short events, void *userdata)
 	struct relay_conn *c = l->conn;
 	const struct middlecon_config *cfg = l->mesh->cfg;
 	uint64_t now = mono_ns();
-	Frame ping = MIDDLECON__FRAME__INIT;
 
 	if (!c || c->dead)
 		return;
@@ -513,10 +574,7 @@ static void heartbeat_cb(evutil_socket_t fd, short events, void *userdata)
 	/* One PING at a time: a lost PONG (there are none on TCP) is replaced after a timeout. */
 	if (l->ping_id && now - l->ping_sent_ns < (uint64_t)cfg->peer_timeout_ms * 1000000u)
 		return;
-	ping.kind = MIDDLECON__FRAME__KIND__PING;
-	ping.id = ++l->ping_id ? l->ping_id : ++l->ping_id;
-	l->ping_sent_ns = now;
-	(void)conn_send(c, &ping, NULL, NULL, 0);
+	send_ping(l, now);
 }
 
 /* Wakes the slots parked because another link reached @node, now that none does. */
@@ -987,13 +1045,14 @@ static json_t *describe_link(const struct peer_link *l)
 		}
 	/* "o" steals routes, also when json_pack() fails. */
 	return json_pack(
-		"{s:I, s:s, s:s, s:s, s:s, s:I, s:f, s:f, s:i, s:i, s:I, s:I, s:I, s:o}", "id",
+		"{s:I, s:s, s:s, s:s, s:s, s:I, s:f, s:f, s:o, s:i, s:i, s:I, s:I, s:I, s:o}", "id",
 		(json_int_t)c->id, "node", l->node, "addr", l->addr, "direction",
 		l->slot ? "out" : "in", "state", link_state_to_string(l->state), "connected_at_ms",
 		(json_int_t)(l->connected_ns / 1000000u), "rtt_ms", (double)l->rtt_ns / 1e6,
-		"rtt_min_ms", (double)l->rtt_min_ns / 1e6, "requests_out", (int)serving,
-		"requests_in", (int)c->n_requests, "frames_in", (json_int_t)c->frames_in,
-		"frames_out", (json_int_t)c->frames_out, "output_bytes",
+		"rtt_min_ms", (double)l->rtt_min_ns / 1e6, "clock_offset_ms",
+		l->clock_known ? json_real((double)l->clock_offset_ns / 1e6) : json_null(),
+		"requests_out", (int)serving, "requests_in", (int)c->n_requests, "frames_in",
+		(json_int_t)c->frames_in, "frames_out", (json_int_t)c->frames_out, "output_bytes",
 		(json_int_t)evbuffer_get_length(bufferevent_get_output(c->bev)), "routes", routes);
 }
 

@@ -614,6 +614,19 @@ static void handle_unregister(struct relay_conn *c, const Frame *f)
 	reply_status(c, f->id, STATUS(OK), "%s", "");
 }
 
+/*
+ * A request's absolute deadline in our clock. One from another node is in its clock: without
+ * this translation a peer whose clock runs ahead would make every request look late here.
+ */
+static uint64_t peer_deadline(const struct relay_conn *c, uint64_t deadline)
+{
+	int64_t offset = peer_link_clock_offset(c);
+
+	if (offset > 0 && (uint64_t)offset >= deadline)
+		return 1; /* long past */
+	return deadline - (uint64_t)offset;
+}
+
 static void deadline_cb(evutil_socket_t fd, short events, void *userdata)
 {
 	struct relay_req *q = userdata;
@@ -742,7 +755,7 @@ static void handle_request(struct relay_conn *c, const Frame *f, size_t body_len
 		return;
 	}
 	now = now_ns();
-	deadline = f->deadline ? f->deadline :
+	deadline = f->deadline ? peer_deadline(c, f->deadline) :
 				 now + (uint64_t)relay->cfg->default_deadline_ms * 1000000u;
 	if (deadline <= now) {
 		reply_status(c, f->id, STATUS(DEADLINE_EXCEEDED), "the deadline had passed");

@@ -174,6 +174,13 @@ bool peer_link_usable(const struct relay_conn *c);
 /* Whether the link @c exchanged PEER_HELLO (it may be draining since). */
 bool peer_link_established(const struct relay_conn *c);
 
+/*
+ * How far the clock of the node at the other end of the link @c is ahead of ours (ns; negative
+ * when behind), measured by the heartbeats; 0 for a local connection or before the first PONG.
+ * A deadline the peer sends, in its clock, is that much later than the same instant in ours.
+ */
+int64_t peer_link_clock_offset(const struct relay_conn *c);
+
 /* The verified node name at the other end of the link @c. */
 const char *peer_link_node(const struct relay_conn *c);
 

@@ -11,7 +11,7 @@ clang libclang-rt-14-dev clang-format
 curl nghttp2-client jq procps prometheus openssl iproute2
 bpftool libbpf-dev libelf-dev zlib1g-dev
 protobuf-c-compiler libprotobuf-c-dev
-nats-server libnats-dev
+nats-server libnats-dev faketime
 libseccomp-dev bubblewrap runsc python3 tar
 qemu-system-x86 lz4
 python3-yaml systemd systemd-container"
@@ -19,7 +19,7 @@ python3-yaml systemd systemd-container"
 # What each package above provides, as pkg-config modules and commands, for --check.
 PKG_MODULES="libevent libevent_openssl libnghttp2 jansson openssl cmocka libbpf libprotobuf-c libnats libseccomp"
 COMMANDS="cc make pkg-config git clang clang-format curl nghttp h2load jq ps promtool openssl ip bpftool protoc-c nats-server
-bwrap runsc python3 tar qemu-system-x86_64 lz4 systemd-analyze"
+bwrap runsc python3 tar qemu-system-x86_64 lz4 systemd-analyze faketime"
 # bpftool is installed in /usr/sbin, which a user's PATH may lack.
 PATH=$PATH:/usr/sbin:/sbin
 

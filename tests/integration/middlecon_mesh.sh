@@ -76,7 +76,11 @@ pki_new_ca "$T_TMP/rogue-ca" "another CA"
 for i in 1 2 3 4; do
 	mkdir -p "$T_TMP/h$i"
 	if [ "$i" = 4 ]; then ca=$T_TMP/rogue-ca; else ca=$T_TMP/ca; fi
-	pki_issue "$ca" "$T_TMP/h$i/node" "h$i" "DNS:h$i" || bail "cannot issue h$i's certificate"
+	pki_issue "$ca" "$T_TMP/h$i/node" "h$i" "DNS:h$i" || {
+		not_ok "a certificate for h$i"
+		done_testing
+		exit 1
+	}
 	cat >"$T_TMP/h$i/mc.conf" <<-EOF
 		node_name = h$i
 		tls_cert = $T_TMP/h$i/node.pem
