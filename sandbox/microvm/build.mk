@@ -59,6 +59,7 @@ $(B)/guests/$(1).elf: $(patsubst sandbox/microvm/guests/%.c,$(B)/guests/obj/%.o,
 endef
 
 $(eval $(call microvm_guest,bootcheck,sandbox/microvm/guests/bootcheck.c))
+$(eval $(call microvm_guest,smp,sandbox/microvm/guests/smp.c))
 
 # A bzImage of bootcheck: the setup sectors (guests/bzsetup.S, sizes passed with --defsym)
 # followed by the flat payload from 1 MiB, whose 64-bit entry sits at +0x200.
