@@ -69,3 +69,11 @@ char *strstrip_right(char *s);
 
 /* Returns @s past any leading spaces and tabs. */
 const char *skip_blanks(const char *s);
+
+/*
+ * Formats a message into @err (@errlen bytes, truncated, always NUL-terminated; nothing is
+ * written when @errlen is 0) and returns @r: "return format_error(err, errlen, -EINVAL, ...)"
+ * for functions that report a -errno and a human-readable reason.
+ */
+int format_error(char *err, size_t errlen, int r, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));

@@ -14,19 +14,7 @@
 #include <jansson.h>
 
 #include "libcommon/cleanup.h"
-
-__attribute__((format(printf, 4, 5))) static int fail(char *err, size_t errlen, int r,
-						      const char *fmt, ...)
-{
-	va_list ap;
-
-	if (errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return r;
-}
+#include "libcommon/strutil.h"
 
 void vm_config_init(struct vm_config *c)
 {
@@ -86,7 +74,7 @@ static int check_fields(json_t *o, const char *what, const char *const *allowed,
 	json_t *v;
 
 	if (!json_is_object(o))
-		return fail(err, errlen, -EINVAL, "%s: expected a JSON object", what);
+		return format_error(err, errlen, -EINVAL, "%s: expected a JSON object", what);
 	json_object_foreach(o, key, v)
 	{
 		bool known = false;
@@ -94,7 +82,8 @@ static int check_fields(json_t *o, const char *what, const char *const *allowed,
 			if (strcmp(key, *a) == 0)
 				known = true;
 		if (!known)
-			return fail(err, errlen, -EINVAL, "%s: unknown field '%.64s'", what, key);
+			return format_error(err, errlen, -EINVAL, "%s: unknown field '%.64s'", what,
+					    key);
 	}
 	return 0;
 }
@@ -107,15 +96,16 @@ static int get_string(json_t *o, const char *what, const char *key, bool require
 
 	if (!v) {
 		if (required)
-			return fail(err, errlen, -EINVAL, "%s: missing required field '%s'", what,
-				    key);
+			return format_error(err, errlen, -EINVAL, "%s: missing required field '%s'",
+					    what, key);
 		return 0;
 	}
 	if (!json_is_string(v))
-		return fail(err, errlen, -EINVAL, "%s: field '%s' must be a string", what, key);
+		return format_error(err, errlen, -EINVAL, "%s: field '%s' must be a string", what,
+				    key);
 	if (json_string_length(v) > max)
-		return fail(err, errlen, -EINVAL, "%s: field '%s' longer than %zu bytes", what, key,
-			    max);
+		return format_error(err, errlen, -EINVAL, "%s: field '%s' longer than %zu bytes",
+				    what, key, max);
 	char *s = strdup(json_string_value(v));
 	if (!s)
 		return -ENOMEM;
@@ -130,11 +120,12 @@ static int get_bool(json_t *o, const char *what, const char *key, bool required,
 	json_t *v = json_object_get(o, key);
 
 	if (!v)
-		return required ? fail(err, errlen, -EINVAL, "%s: missing required field '%s'",
-				       what, key) :
+		return required ? format_error(err, errlen, -EINVAL,
+					       "%s: missing required field '%s'", what, key) :
 				  0;
 	if (!json_is_boolean(v))
-		return fail(err, errlen, -EINVAL, "%s: field '%s' must be a boolean", what, key);
+		return format_error(err, errlen, -EINVAL, "%s: field '%s' must be a boolean", what,
+				    key);
 	*ret = json_is_true(v);
 	return 0;
 }
@@ -145,13 +136,16 @@ static int get_uint(json_t *o, const char *what, const char *key, unsigned min, 
 	json_t *v = json_object_get(o, key);
 
 	if (!v)
-		return fail(err, errlen, -EINVAL, "%s: missing required field '%s'", what, key);
+		return format_error(err, errlen, -EINVAL, "%s: missing required field '%s'", what,
+				    key);
 	if (!json_is_integer(v))
-		return fail(err, errlen, -EINVAL, "%s: field '%s' must be an integer", what, key);
+		return format_error(err, errlen, -EINVAL, "%s: field '%s' must be an integer", what,
+				    key);
 	json_int_t i = json_integer_value(v);
 	if (i < (json_int_t)min || i > (json_int_t)max)
-		return fail(err, errlen, -EINVAL, "%s: field '%s' must be between %u and %u", what,
-			    key, min, max);
+		return format_error(err, errlen, -EINVAL,
+				    "%s: field '%s' must be between %u and %u", what, key, min,
+				    max);
 	*ret = (unsigned)i;
 	return 0;
 }
@@ -172,7 +166,7 @@ static int parse_boot_source(json_t *o, struct vmapi_request *r, char *err, size
 			    errlen)) < 0)
 		return k;
 	if (!r->kernel_path[0])
-		return fail(err, errlen, -EINVAL, "%s: kernel_image_path is empty", w);
+		return format_error(err, errlen, -EINVAL, "%s: kernel_image_path is empty", w);
 	r->op = VMAPI_PUT_BOOT_SOURCE;
 	return 0;
 }
@@ -192,7 +186,7 @@ static int parse_machine_config(json_t *o, struct vmapi_request *r, char *err, s
 	    (k = get_bool(o, w, "smt", false, &smt, err, errlen)) < 0)
 		return k;
 	if (smt)
-		return fail(err, errlen, -EINVAL, "%s: smt is not supported", w);
+		return format_error(err, errlen, -EINVAL, "%s: smt is not supported", w);
 	r->op = VMAPI_PUT_MACHINE_CONFIG;
 	return 0;
 }
@@ -215,11 +209,12 @@ static int parse_drive(json_t *o, const char *path_id, struct vmapi_request *r, 
 	    (k = get_bool(o, w, "is_read_only", false, &r->drive.read_only, err, errlen)) < 0)
 		return k;
 	if (!id_valid(id))
-		return fail(err, errlen, -EINVAL, "%s: invalid drive_id", w);
+		return format_error(err, errlen, -EINVAL, "%s: invalid drive_id", w);
 	if (path_id && strcmp(id, path_id) != 0)
-		return fail(err, errlen, -EINVAL, "%s: drive_id does not match the path", w);
+		return format_error(err, errlen, -EINVAL, "%s: drive_id does not match the path",
+				    w);
 	if (!r->drive.path[0])
-		return fail(err, errlen, -EINVAL, "%s: path_on_host is empty", w);
+		return format_error(err, errlen, -EINVAL, "%s: path_on_host is empty", w);
 	strcpy(r->drive.id, id); /* id_valid() bounded it to VMAPI_ID_MAX */
 	r->op = VMAPI_PUT_DRIVE;
 	return 0;
@@ -257,14 +252,16 @@ static int parse_net(json_t *o, const char *path_id, struct vmapi_request *r, ch
 	    (k = get_string(o, w, "guest_mac", false, 17, &mac, err, errlen)) < 0)
 		return k;
 	if (!id_valid(id))
-		return fail(err, errlen, -EINVAL, "%s: invalid iface_id", w);
+		return format_error(err, errlen, -EINVAL, "%s: invalid iface_id", w);
 	if (path_id && strcmp(id, path_id) != 0)
-		return fail(err, errlen, -EINVAL, "%s: iface_id does not match the path", w);
+		return format_error(err, errlen, -EINVAL, "%s: iface_id does not match the path",
+				    w);
 	if (!r->net.host_dev[0] || strchr(r->net.host_dev, '/'))
-		return fail(err, errlen, -EINVAL, "%s: invalid host_dev_name", w);
+		return format_error(err, errlen, -EINVAL, "%s: invalid host_dev_name", w);
 	if (mac) {
 		if (parse_mac(mac, r->net.mac) < 0 || (r->net.mac[0] & 1))
-			return fail(err, errlen, -EINVAL, "%s: invalid guest_mac '%s'", w, mac);
+			return format_error(err, errlen, -EINVAL, "%s: invalid guest_mac '%s'", w,
+					    mac);
 		r->net.has_mac = true;
 	}
 	strcpy(r->net.id, id);
@@ -286,7 +283,8 @@ static int parse_action(json_t *o, struct vmapi_request *r, char *err, size_t er
 	else if (strcmp(type, "SendCtrlAltDel") == 0)
 		r->op = VMAPI_SEND_CTRL_ALT_DEL;
 	else
-		return fail(err, errlen, -EINVAL, "actions: unsupported action_type '%s'", type);
+		return format_error(err, errlen, -EINVAL, "actions: unsupported action_type '%s'",
+				    type);
 	return 0;
 }
 
@@ -304,7 +302,8 @@ static int parse_vm_state(json_t *o, struct vmapi_request *r, char *err, size_t 
 	else if (strcmp(state, "Resumed") == 0)
 		r->op = VMAPI_RESUME;
 	else
-		return fail(err, errlen, -EINVAL, "vm: state must be 'Paused' or 'Resumed'");
+		return format_error(err, errlen, -EINVAL,
+				    "vm: state must be 'Paused' or 'Resumed'");
 	return 0;
 }
 
@@ -362,12 +361,12 @@ int vmapi_parse(const char *method, const char *path, const char *body, size_t b
 		goto unknown;
 
 	if (!body || body_len == 0)
-		return fail(err, errlen, -EINVAL, "%s %s needs a JSON body", method, path);
+		return format_error(err, errlen, -EINVAL, "%s %s needs a JSON body", method, path);
 	/* Duplicate keys are refused: which of two values wins would be the parser's choice. */
 	o = json_loadb(body, body_len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!o)
-		return fail(err, errlen, -EINVAL, "malformed JSON body: %s (line %d)", jerr.text,
-			    jerr.line);
+		return format_error(err, errlen, -EINVAL, "malformed JSON body: %s (line %d)",
+				    jerr.text, jerr.line);
 	switch (kind) {
 	case BOOT:
 		k = parse_boot_source(o, &r, err, errlen);
@@ -390,7 +389,7 @@ int vmapi_parse(const char *method, const char *path, const char *body, size_t b
 	}
 	if (k < 0) {
 		if (k == -ENOMEM)
-			fail(err, errlen, k, "out of memory");
+			format_error(err, errlen, k, "out of memory");
 		vmapi_request_done(&r);
 		return k;
 	}
@@ -398,8 +397,8 @@ int vmapi_parse(const char *method, const char *path, const char *body, size_t b
 	return 0;
 
 unknown:
-	return fail(err, errlen, -ENOENT, "Invalid request method and/or path: %.16s %.128s",
-		    method, path);
+	return format_error(err, errlen, -ENOENT,
+			    "Invalid request method and/or path: %.16s %.128s", method, path);
 }
 
 /* Strings move from the request into the config (TAKE_PTR), so a request applied twice cannot
@@ -427,14 +426,15 @@ int vmapi_apply(struct vm_config *cfg, struct vmapi_request *r, char *err, size_
 		if (r->drive.is_root)
 			for (unsigned j = 0; j < cfg->n_drives; j++)
 				if (j != i && cfg->drives[j].is_root)
-					return fail(err, errlen, -EINVAL,
-						    "drive: a root device is already configured "
-						    "('%s')",
-						    cfg->drives[j].id);
+					return format_error(
+						err, errlen, -EINVAL,
+						"drive: a root device is already configured "
+						"('%s')",
+						cfg->drives[j].id);
 		if (i == cfg->n_drives) {
 			if (cfg->n_drives == VMAPI_MAX_DRIVES)
-				return fail(err, errlen, -E2BIG, "drive: at most %d drives",
-					    VMAPI_MAX_DRIVES);
+				return format_error(err, errlen, -E2BIG, "drive: at most %d drives",
+						    VMAPI_MAX_DRIVES);
 			cfg->n_drives++;
 		} else {
 			free(cfg->drives[i].path);
@@ -450,9 +450,9 @@ int vmapi_apply(struct vm_config *cfg, struct vmapi_request *r, char *err, size_
 				break;
 		if (i == cfg->n_nets) {
 			if (cfg->n_nets == VMAPI_MAX_NETS)
-				return fail(err, errlen, -E2BIG,
-					    "network-interface: at most %d interfaces",
-					    VMAPI_MAX_NETS);
+				return format_error(err, errlen, -E2BIG,
+						    "network-interface: at most %d interfaces",
+						    VMAPI_MAX_NETS);
 			cfg->n_nets++;
 		} else {
 			free(cfg->nets[i].host_dev);
@@ -462,7 +462,7 @@ int vmapi_apply(struct vm_config *cfg, struct vmapi_request *r, char *err, size_
 		return 0;
 	}
 	default:
-		return fail(err, errlen, -EINVAL, "not a configuration request");
+		return format_error(err, errlen, -EINVAL, "not a configuration request");
 	}
 }
 
@@ -496,14 +496,14 @@ int vmapi_config_parse(const char *text, size_t len, struct vm_config *cfg, char
 		err[0] = '\0';
 	o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!o)
-		return fail(err, errlen, -EINVAL, "malformed JSON: %s (line %d)", jerr.text,
-			    jerr.line);
+		return format_error(err, errlen, -EINVAL, "malformed JSON: %s (line %d)", jerr.text,
+				    jerr.line);
 	if ((k = check_fields(o, "config", fields, err, errlen)) < 0)
 		return k;
 
 	v = json_object_get(o, "boot-source");
 	if (!v)
-		return fail(err, errlen, -EINVAL, "config: missing 'boot-source'");
+		return format_error(err, errlen, -EINVAL, "config: missing 'boot-source'");
 	struct vmapi_request r = { 0 };
 	k = parse_boot_source(v, &r, err, errlen);
 	if (k >= 0)
@@ -524,14 +524,15 @@ int vmapi_config_parse(const char *text, size_t len, struct vm_config *cfg, char
 
 	v = json_object_get(o, "drives");
 	if (v && !json_is_array(v))
-		return fail(err, errlen, -EINVAL, "config: 'drives' must be an array");
+		return format_error(err, errlen, -EINVAL, "config: 'drives' must be an array");
 	json_t *e;
 	json_array_foreach(v, i,
 			   e) if ((k = apply_one(cfg, e, parse_drive, err, errlen)) < 0) return k;
 
 	v = json_object_get(o, "network-interfaces");
 	if (v && !json_is_array(v))
-		return fail(err, errlen, -EINVAL, "config: 'network-interfaces' must be an array");
+		return format_error(err, errlen, -EINVAL,
+				    "config: 'network-interfaces' must be an array");
 	json_array_foreach(v, i,
 			   e) if ((k = apply_one(cfg, e, parse_net, err, errlen)) < 0) return k;
 	return 0;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "libcommon/cleanup.h"
+#include "libcommon/strutil.h"
 #include "sandbox/microvm/dev/device.h"
 
 #define E820_RAM 1
@@ -49,19 +50,6 @@ int boot_entry_pref_from_string(const char *s, enum boot_entry_pref *ret)
 			return 0;
 		}
 	return -EINVAL;
-}
-
-__attribute__((format(printf, 4, 5))) static int fail(char *err, size_t errlen, int r,
-						      const char *fmt, ...)
-{
-	va_list ap;
-
-	if (errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return r;
 }
 
 static uint16_t le16(const uint8_t *p)
@@ -142,7 +130,7 @@ static int write_mptable(struct guest_mem *mem, unsigned n_cpus, char *err, size
 	const uint8_t ioapic_id = (uint8_t)n_cpus;
 
 	if (!base || size > BOOT_HIMEM - BOOT_MPTABLE_ADDR)
-		return fail(err, errlen, -E2BIG, "MP table does not fit");
+		return format_error(err, errlen, -E2BIG, "MP table does not fit");
 	memset(base, 0, size);
 
 	uint8_t *fp = base, *ct = base + 16, *e = ct + 44;
@@ -280,15 +268,16 @@ static int load_elf(struct guest_mem *mem, const struct boot_request *req, struc
 	bool loaded = false;
 
 	if (len < sizeof(eh))
-		return fail(err, errlen, -EINVAL, "ELF header truncated");
+		return format_error(err, errlen, -EINVAL, "ELF header truncated");
 	memcpy(&eh, img, sizeof(eh));
 	if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB ||
 	    eh.e_machine != EM_X86_64 || (eh.e_type != ET_EXEC && eh.e_type != ET_DYN))
-		return fail(err, errlen, -EINVAL, "not a little-endian x86-64 ELF executable");
+		return format_error(err, errlen, -EINVAL,
+				    "not a little-endian x86-64 ELF executable");
 	if (eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0 ||
 	    eh.e_phnum > ELEMENTSOF(ph) || eh.e_phoff > len ||
 	    (size_t)eh.e_phnum * sizeof(Elf64_Phdr) > len - eh.e_phoff)
-		return fail(err, errlen, -EINVAL, "bad ELF program header table");
+		return format_error(err, errlen, -EINVAL, "bad ELF program header table");
 	memcpy(ph, img + eh.e_phoff, (size_t)eh.e_phnum * sizeof(Elf64_Phdr));
 
 	bi->kernel_end = 0;
@@ -297,16 +286,19 @@ static int load_elf(struct guest_mem *mem, const struct boot_request *req, struc
 			continue;
 		if (ph[i].p_offset > len || ph[i].p_filesz > len - ph[i].p_offset ||
 		    ph[i].p_filesz > ph[i].p_memsz)
-			return fail(err, errlen, -EINVAL, "ELF segment %u outside the file", i);
+			return format_error(err, errlen, -EINVAL, "ELF segment %u outside the file",
+					    i);
 		/* Below 1 MiB live our boot structures; Firecracker refuses such kernels too. */
 		if (ph[i].p_paddr < BOOT_HIMEM)
-			return fail(err, errlen, -EINVAL, "ELF segment %u loads below 1 MiB", i);
+			return format_error(err, errlen, -EINVAL,
+					    "ELF segment %u loads below 1 MiB", i);
 		uint8_t *dst = guest_mem_ptr(mem, ph[i].p_paddr, ph[i].p_memsz);
 		if (!dst)
-			return fail(err, errlen, -E2BIG,
-				    "ELF segment %u (0x%llx+0x%llx) does not fit in guest memory",
-				    i, (unsigned long long)ph[i].p_paddr,
-				    (unsigned long long)ph[i].p_memsz);
+			return format_error(
+				err, errlen, -E2BIG,
+				"ELF segment %u (0x%llx+0x%llx) does not fit in guest memory", i,
+				(unsigned long long)ph[i].p_paddr,
+				(unsigned long long)ph[i].p_memsz);
 		memcpy(dst, img + ph[i].p_offset, ph[i].p_filesz);
 		memset(dst + ph[i].p_filesz, 0, ph[i].p_memsz - ph[i].p_filesz);
 		if (ph[i].p_paddr + ph[i].p_memsz > bi->kernel_end)
@@ -314,20 +306,20 @@ static int load_elf(struct guest_mem *mem, const struct boot_request *req, struc
 		loaded = true;
 	}
 	if (!loaded)
-		return fail(err, errlen, -EINVAL, "ELF has no loadable segment");
+		return format_error(err, errlen, -EINVAL, "ELF has no loadable segment");
 
 	int r = elf_find_pvh(img, len, ph, eh.e_phnum, &pvh_entry);
 	if (r < 0)
-		return fail(err, errlen, r, "malformed ELF note");
+		return format_error(err, errlen, r, "malformed ELF note");
 	bool use_pvh = req->pref == BOOT_ENTRY_PVH || (req->pref == BOOT_ENTRY_AUTO && r == 1);
 	if (use_pvh && r == 0)
-		return fail(err, errlen, -ENOEXEC,
-			    "PVH boot requested but the ELF has no "
-			    "XEN_ELFNOTE_PHYS32_ENTRY note");
+		return format_error(err, errlen, -ENOEXEC,
+				    "PVH boot requested but the ELF has no "
+				    "XEN_ELFNOTE_PHYS32_ENTRY note");
 	bi->kind = use_pvh ? BOOT_KIND_PVH : BOOT_KIND_LINUX64;
 	bi->entry = use_pvh ? pvh_entry : eh.e_entry;
 	if (use_pvh && pvh_entry > UINT32_MAX)
-		return fail(err, errlen, -ENOEXEC, "PVH entry above 4 GiB");
+		return format_error(err, errlen, -ENOEXEC, "PVH entry above 4 GiB");
 	return 0;
 }
 
@@ -342,24 +334,26 @@ static int load_bzimage(struct guest_mem *mem, const struct boot_request *req, s
 	uint16_t version = le16(img + 0x206);
 
 	if (le16(img + 0x1fe) != 0xaa55)
-		return fail(err, errlen, -EINVAL, "bzImage without boot_flag 0xAA55");
+		return format_error(err, errlen, -EINVAL, "bzImage without boot_flag 0xAA55");
 	if (version < 0x20c || !(le16(img + 0x236) & XLF_KERNEL_64))
-		return fail(err, errlen, -ENOEXEC,
-			    "bzImage has no 64-bit entry (protocol %u.%02u, needs 2.12 and "
-			    "XLF_KERNEL_64)",
-			    version >> 8, version & 0xff);
+		return format_error(err, errlen, -ENOEXEC,
+				    "bzImage has no 64-bit entry (protocol %u.%02u, needs 2.12 and "
+				    "XLF_KERNEL_64)",
+				    version >> 8, version & 0xff);
 	if (!(img[0x211] & LOADED_HIGH))
-		return fail(err, errlen, -EINVAL, "zImage (not loaded high) is not supported");
+		return format_error(err, errlen, -EINVAL,
+				    "zImage (not loaded high) is not supported");
 	if (setup_len >= len)
-		return fail(err, errlen, -EINVAL, "bzImage truncated");
+		return format_error(err, errlen, -EINVAL, "bzImage truncated");
 
 	size_t payload = len - setup_len;
 	uint64_t init_size = le32(img + 0x260);
 	uint64_t footprint = init_size > payload ? init_size : payload;
 	uint8_t *dst = guest_mem_ptr(mem, BOOT_HIMEM, footprint);
 	if (!dst)
-		return fail(err, errlen, -E2BIG, "kernel (%llu bytes in memory) does not fit",
-			    (unsigned long long)footprint);
+		return format_error(err, errlen, -E2BIG,
+				    "kernel (%llu bytes in memory) does not fit",
+				    (unsigned long long)footprint);
 	memcpy(dst, img + setup_len, payload);
 	bi->kind = BOOT_KIND_LINUX64;
 	bi->bzimage = true;
@@ -379,12 +373,13 @@ static int place_initrd(struct guest_mem *mem, const struct boot_request *req, s
 	if (top > limit)
 		top = limit;
 	if (req->initrd_len > top || ((top - req->initrd_len) & ~(PAGE_SIZE - 1)) < min)
-		return fail(err, errlen, -E2BIG, "initrd (%zu bytes) does not fit in guest memory",
-			    req->initrd_len);
+		return format_error(err, errlen, -E2BIG,
+				    "initrd (%zu bytes) does not fit in guest memory",
+				    req->initrd_len);
 	uint64_t addr = (top - req->initrd_len) & ~(PAGE_SIZE - 1);
 	uint8_t *dst = guest_mem_ptr(mem, addr, req->initrd_len);
 	if (!dst)
-		return fail(err, errlen, -E2BIG, "initrd does not fit");
+		return format_error(err, errlen, -E2BIG, "initrd does not fit");
 	memcpy(dst, req->initrd, req->initrd_len);
 	bi->initrd_addr = addr;
 	return 0;
@@ -397,7 +392,7 @@ static int write_zero_page(struct guest_mem *mem, const struct boot_request *req
 	struct boot_e820 map[128];
 
 	if (!zp)
-		return fail(err, errlen, -E2BIG, "no room for the zero page");
+		return format_error(err, errlen, -E2BIG, "no room for the zero page");
 	memset(zp, 0, PAGE_SIZE);
 	if (bi->bzimage) {
 		/* The setup header runs from 0x1f1 to 0x202 + the jump offset at 0x201. */
@@ -442,7 +437,7 @@ static int write_start_info(struct guest_mem *mem, const struct boot_request *re
 	uint8_t *mod = guest_mem_ptr(mem, BOOT_PVH_MODLIST_ADDR, 32);
 
 	if (!si || !mm || !mod)
-		return fail(err, errlen, -E2BIG, "no room for hvm_start_info");
+		return format_error(err, errlen, -E2BIG, "no room for hvm_start_info");
 	memset(si, 0, 56);
 	put32(si, HVM_START_MAGIC);
 	put32(si + 4, 1); /* version 1: has the memory map */
@@ -476,12 +471,13 @@ int boot_load(struct guest_mem *mem, const struct boot_request *req, struct boot
 	if (errlen)
 		err[0] = '\0';
 	if (req->n_cpus < 1 || req->n_cpus > BOOT_MAX_CPUS)
-		return fail(err, errlen, -EINVAL, "vCPU count %u out of range", req->n_cpus);
+		return format_error(err, errlen, -EINVAL, "vCPU count %u out of range",
+				    req->n_cpus);
 	if (req->kernel_len >= 4 && memcmp(req->kernel, ELFMAG, SELFMAG) == 0) {
 		r = load_elf(mem, req, &bi, err, errlen);
 	} else if (req->kernel_len > 0x268 && le32(req->kernel + 0x202) == SETUP_HDR_MAGIC) {
 		if (req->pref == BOOT_ENTRY_PVH)
-			return fail(err, errlen, -ENOEXEC, "PVH boot needs an ELF kernel");
+			return format_error(err, errlen, -ENOEXEC, "PVH boot needs an ELF kernel");
 		r = load_bzimage(mem, req, &bi, err, errlen);
 		if (r >= 0) {
 			initrd_limit = (uint64_t)le32(req->kernel + 0x22c) + 1;
@@ -489,17 +485,19 @@ int boot_load(struct guest_mem *mem, const struct boot_request *req, struct boot
 				cmdline_max = le32(req->kernel + 0x238);
 		}
 	} else {
-		return fail(err, errlen, -EINVAL, "kernel is neither an ELF vmlinux nor a bzImage");
+		return format_error(err, errlen, -EINVAL,
+				    "kernel is neither an ELF vmlinux nor a bzImage");
 	}
 	if (r < 0)
 		return r;
 
 	size_t clen = strlen(req->cmdline);
 	if (clen > cmdline_max)
-		return fail(err, errlen, -E2BIG, "command line longer than %zu bytes", cmdline_max);
+		return format_error(err, errlen, -E2BIG, "command line longer than %zu bytes",
+				    cmdline_max);
 	uint8_t *cl = guest_mem_ptr(mem, BOOT_CMDLINE_ADDR, BOOT_CMDLINE_MAX);
 	if (!cl)
-		return fail(err, errlen, -E2BIG, "guest memory too small");
+		return format_error(err, errlen, -E2BIG, "guest memory too small");
 	memset(cl, 0, BOOT_CMDLINE_MAX);
 	memcpy(cl, req->cmdline, clen);
 
@@ -511,11 +509,12 @@ int boot_load(struct guest_mem *mem, const struct boot_request *req, struct boot
 		return r;
 	r = write_gdt(mem, &bi);
 	if (r < 0)
-		return fail(err, errlen, r, "guest memory too small for the GDT");
+		return format_error(err, errlen, r, "guest memory too small for the GDT");
 	if (bi.kind == BOOT_KIND_LINUX64) {
 		r = write_page_tables(mem);
 		if (r < 0)
-			return fail(err, errlen, r, "guest memory too small for page tables");
+			return format_error(err, errlen, r,
+					    "guest memory too small for page tables");
 		r = write_zero_page(mem, req, &bi, err, errlen);
 		bi.boot_data = BOOT_ZERO_PAGE_ADDR;
 	} else {

@@ -28,6 +28,7 @@
 
 #include "libcommon/cleanup.h"
 #include "libcommon/log.h"
+#include "libcommon/strutil.h"
 #include "sandbox/microvm/api.h"
 #include "sandbox/microvm/vcpu.h"
 #include "sandbox/microvm/dev/boot_timer.h"
@@ -109,17 +110,6 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-__attribute__((format(printf, 4, 5))) static int fail(char *err, size_t errlen, int r,
-						      const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return r;
-}
-
 /* Maps a kernel or initrd file read-only. The file is the user's; it is checked for type and
  * size, and read through a private mapping so later changes to it do not reach the guest. */
 static int map_file(const char *path, const char *what, uint8_t **ret, size_t *ret_len, char *err,
@@ -129,20 +119,21 @@ static int map_file(const char *path, const char *what, uint8_t **ret, size_t *r
 	struct stat st;
 
 	if (fd < 0)
-		return fail(err, errlen, -errno, "cannot open %s '%s': %s", what, path,
-			    strerror(errno));
+		return format_error(err, errlen, -errno, "cannot open %s '%s': %s", what, path,
+				    strerror(errno));
 	if (fstat(fd, &st) < 0)
-		return fail(err, errlen, -errno, "cannot stat %s '%s': %s", what, path,
-			    strerror(errno));
+		return format_error(err, errlen, -errno, "cannot stat %s '%s': %s", what, path,
+				    strerror(errno));
 	if (!S_ISREG(st.st_mode))
-		return fail(err, errlen, -EINVAL, "%s '%s' is not a regular file", what, path);
+		return format_error(err, errlen, -EINVAL, "%s '%s' is not a regular file", what,
+				    path);
 	if (st.st_size == 0 || (uint64_t)st.st_size > MAX_IMAGE_SIZE)
-		return fail(err, errlen, -EINVAL, "%s '%s' is empty or larger than 1 GiB", what,
-			    path);
+		return format_error(err, errlen, -EINVAL, "%s '%s' is empty or larger than 1 GiB",
+				    what, path);
 	void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
 	if (p == MAP_FAILED)
-		return fail(err, errlen, -errno, "cannot map %s '%s': %s", what, path,
-			    strerror(errno));
+		return format_error(err, errlen, -errno, "cannot map %s '%s': %s", what, path,
+				    strerror(errno));
 	*ret = p;
 	*ret_len = (size_t)st.st_size;
 	return 0;
@@ -163,9 +154,9 @@ static int setup_memory(struct vm *vm, uint64_t mem_mib, char *err, size_t errle
 		void *p = mmap(NULL, want[i].size, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 		if (p == MAP_FAILED)
-			return fail(err, errlen, -errno,
-				    "cannot allocate %llu MiB of guest memory: %s",
-				    (unsigned long long)(want[i].size >> 20), strerror(errno));
+			return format_error(
+				err, errlen, -errno, "cannot allocate %llu MiB of guest memory: %s",
+				(unsigned long long)(want[i].size >> 20), strerror(errno));
 		(void)madvise(p, want[i].size, MADV_DONTDUMP);
 		struct guest_mem_region *r = &vm->mem.regions[vm->mem.n_regions++];
 		r->gpa = want[i].gpa;
@@ -178,8 +169,9 @@ static int setup_memory(struct vm *vm, uint64_t mem_mib, char *err, size_t errle
 			.userspace_addr = (uintptr_t)p,
 		};
 		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr) < 0)
-			return fail(err, errlen, -errno, "KVM_SET_USER_MEMORY_REGION failed: %s",
-				    strerror(errno));
+			return format_error(err, errlen, -errno,
+					    "KVM_SET_USER_MEMORY_REGION failed: %s",
+					    strerror(errno));
 	}
 	return 0;
 }
@@ -200,24 +192,26 @@ static int open_kvm(struct vm *vm, char *err, size_t errlen)
 
 	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (vm->kvm_fd < 0)
-		return fail(err, errlen, -errno, "cannot open /dev/kvm: %s", strerror(errno));
+		return format_error(err, errlen, -errno, "cannot open /dev/kvm: %s",
+				    strerror(errno));
 	int v = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
 	if (v != KVM_API_VERSION)
-		return fail(err, errlen, -ENOTSUP, "KVM API version %d, need %d", v,
-			    KVM_API_VERSION);
+		return format_error(err, errlen, -ENOTSUP, "KVM API version %d, need %d", v,
+				    KVM_API_VERSION);
 	for (size_t i = 0; i < ELEMENTSOF(caps); i++)
 		if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, caps[i].cap) <= 0)
-			return fail(err, errlen, -ENOTSUP, "KVM lacks KVM_CAP_%s", caps[i].name);
+			return format_error(err, errlen, -ENOTSUP, "KVM lacks KVM_CAP_%s",
+					    caps[i].name);
 	int size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (size < (int)sizeof(struct kvm_run))
-		return fail(err, errlen, -ENOTSUP, "KVM_GET_VCPU_MMAP_SIZE failed");
+		return format_error(err, errlen, -ENOTSUP, "KVM_GET_VCPU_MMAP_SIZE failed");
 	vm->run_size = (size_t)size;
 
 	/* The supported CPUID set; grow the buffer while KVM says E2BIG. */
 	for (unsigned n = 128; n <= 1024; n *= 2) {
 		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
 		if (!c)
-			return fail(err, errlen, -ENOMEM, "out of memory");
+			return format_error(err, errlen, -ENOMEM, "out of memory");
 		c->nent = n;
 		if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
 			vm->cpuid = c;
@@ -226,19 +220,22 @@ static int open_kvm(struct vm *vm, char *err, size_t errlen)
 		int e = errno;
 		free(c);
 		if (e != E2BIG)
-			return fail(err, errlen, -e, "KVM_GET_SUPPORTED_CPUID failed: %s",
-				    strerror(e));
+			return format_error(err, errlen, -e, "KVM_GET_SUPPORTED_CPUID failed: %s",
+					    strerror(e));
 	}
 	if (!vm->cpuid)
-		return fail(err, errlen, -E2BIG, "KVM_GET_SUPPORTED_CPUID: too many entries");
+		return format_error(err, errlen, -E2BIG,
+				    "KVM_GET_SUPPORTED_CPUID: too many entries");
 
 	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
 	if (vm->vm_fd < 0)
-		return fail(err, errlen, -errno, "KVM_CREATE_VM failed: %s", strerror(errno));
+		return format_error(err, errlen, -errno, "KVM_CREATE_VM failed: %s",
+				    strerror(errno));
 	/* Intel needs a 3-page TSS region and an identity-map page inside the guest-physical
 	 * space but outside RAM, before any vCPU exists. */
 	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0)
-		return fail(err, errlen, -errno, "KVM_SET_TSS_ADDR failed: %s", strerror(errno));
+		return format_error(err, errlen, -errno, "KVM_SET_TSS_ADDR failed: %s",
+				    strerror(errno));
 	uint64_t idmap = KVM_IDENTITY_MAP_ADDR;
 	if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
 		log_debug("KVM_SET_IDENTITY_MAP_ADDR failed: %m, ignoring");
@@ -250,10 +247,12 @@ static int setup_irqchip(struct vm *vm, char *err, size_t errlen)
 	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
 
 	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
-		return fail(err, errlen, -errno, "KVM_CREATE_IRQCHIP failed: %s", strerror(errno));
+		return format_error(err, errlen, -errno, "KVM_CREATE_IRQCHIP failed: %s",
+				    strerror(errno));
 	/* The dummy speaker keeps port 0x61 in the kernel. */
 	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
-		return fail(err, errlen, -errno, "KVM_CREATE_PIT2 failed: %s", strerror(errno));
+		return format_error(err, errlen, -errno, "KVM_CREATE_PIT2 failed: %s",
+				    strerror(errno));
 	return 0;
 }
 
@@ -297,8 +296,9 @@ static int setup_virtio(struct vm *vm, const struct vm_config *cfg, char *cmdlin
 			const struct vm_drive *dr = &cfg->drives[order[k]];
 			r = virtio_blk_new(&env, dr->id, dr->path, dr->read_only, &d);
 			if (r < 0)
-				return fail(err, errlen, r, "cannot create drive '%s' ('%s'): %s",
-					    dr->id, dr->path, strerror(-r));
+				return format_error(err, errlen, r,
+						    "cannot create drive '%s' ('%s'): %s", dr->id,
+						    dr->path, strerror(-r));
 			if (k == 0 && dr->is_root) {
 				size_t len = strlen(cmdline);
 				snprintf(cmdline + len, cap - len, " root=/dev/vda %s",
@@ -309,26 +309,28 @@ static int setup_virtio(struct vm *vm, const struct vm_config *cfg, char *cmdlin
 			r = virtio_net_new(&env, nt->id, nt->host_dev, nt->has_mac ? nt->mac : NULL,
 					   &d);
 			if (r < 0)
-				return fail(err, errlen, r,
-					    "cannot create network interface '%s' (tap '%s'): %s",
-					    nt->id, nt->host_dev, strerror(-r));
+				return format_error(
+					err, errlen, r,
+					"cannot create network interface '%s' (tap '%s'): %s",
+					nt->id, nt->host_dev, strerror(-r));
 		}
 		vm->virtio[vm->n_virtio++] = d;
 		if (add_mmio(vm, virtio_dev_mmio(d)) < 0)
-			return fail(err, errlen, -E2BIG, "too many devices");
+			return format_error(err, errlen, -E2BIG, "too many devices");
 		size_t len = strlen(cmdline);
 		r = virtio_dev_cmdline(d, cmdline + len, cap - len);
 		if (r < 0 || strlen(cmdline) >= cap - 1)
-			return fail(err, errlen, -E2BIG, "kernel command line too long");
+			return format_error(err, errlen, -E2BIG, "kernel command line too long");
 	}
 	return 0;
 #else
 	(void)vm;
 	(void)cmdline;
 	(void)cap;
-	return fail(err, errlen, -ENOTSUP,
-		    "drives and network interfaces need virtio support, which this microvm was "
-		    "built without");
+	return format_error(
+		err, errlen, -ENOTSUP,
+		"drives and network interfaces need virtio support, which this microvm was "
+		"built without");
 #endif
 }
 
@@ -362,14 +364,14 @@ int vm_start(const struct vm_config *cfg, const struct vm_options *opt, struct v
 
 	err[0] = '\0';
 	if (!cfg->kernel_path)
-		return fail(err, errlen, -EINVAL, "no boot source: PUT /boot-source first");
+		return format_error(err, errlen, -EINVAL, "no boot source: PUT /boot-source first");
 	if (cfg->vcpu_count < 1 || cfg->vcpu_count > BOOT_MAX_CPUS)
-		return fail(err, errlen, -EINVAL, "vcpu_count out of range");
+		return format_error(err, errlen, -EINVAL, "vcpu_count out of range");
 	vm = calloc(1, sizeof(*vm));
 	cmdline = malloc(BOOT_CMDLINE_MAX);
 	if (!vm || !cmdline) {
 		free(vm);
-		return fail(err, errlen, -ENOMEM, "out of memory");
+		return format_error(err, errlen, -ENOMEM, "out of memory");
 	}
 	vm->opt = *opt;
 	vm->kvm_fd = vm->vm_fd = vm->event_fd = -1;
@@ -387,25 +389,25 @@ int vm_start(const struct vm_config *cfg, const struct vm_options *opt, struct v
 
 	vm->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->event_fd < 0) {
-		r = fail(err, errlen, -errno, "eventfd failed: %s", strerror(errno));
+		r = format_error(err, errlen, -errno, "eventfd failed: %s", strerror(errno));
 		goto fail;
 	}
 	vm->event = event_new(opt->base, vm->event_fd, EV_READ | EV_PERSIST, on_event, vm);
 	if (!vm->event || event_add(vm->event, NULL) < 0) {
-		r = fail(err, errlen, -ENOMEM, "cannot register the VM event");
+		r = format_error(err, errlen, -ENOMEM, "cannot register the VM event");
 		goto fail;
 	}
 
 	if ((r = serial_new(vm->vm_fd, opt->console_fd, &vm->serial)) < 0 ||
 	    (r = i8042_new(vm->vm_fd, on_i8042_reset, vm, &vm->i8042)) < 0) {
-		fail(err, errlen, r, "out of memory");
+		format_error(err, errlen, r, "out of memory");
 		goto fail;
 	}
 	if (opt->boot_timer) {
 		if ((r = boot_timer_new(opt->process_start_ns, vm->instance_start_ns,
 					&vm->boot_timer)) < 0 ||
 		    (r = add_mmio(vm, boot_timer_mmio(vm->boot_timer))) < 0) {
-			fail(err, errlen, r, "cannot create the boot timer");
+			format_error(err, errlen, r, "cannot create the boot timer");
 			goto fail;
 		}
 	}
@@ -441,7 +443,7 @@ int vm_start(const struct vm_config *cfg, const struct vm_options *opt, struct v
 	log_debug("%s: command line '%s'", opt->id, cmdline);
 
 	if ((r = vcpu_install_kick_handler()) < 0) {
-		fail(err, errlen, r, "cannot install the vCPU kick handler");
+		format_error(err, errlen, r, "cannot install the vCPU kick handler");
 		goto fail;
 	}
 	struct vcpu_env env = {
@@ -455,7 +457,7 @@ int vm_start(const struct vm_config *cfg, const struct vm_options *opt, struct v
 	for (unsigned i = 0; i < cfg->vcpu_count; i++) {
 		r = vcpu_new(&env, i, &bi, &vm->vcpus[i]);
 		if (r < 0) {
-			fail(err, errlen, r, "cannot create vCPU %u: %s", i, strerror(-r));
+			format_error(err, errlen, r, "cannot create vCPU %u: %s", i, strerror(-r));
 			goto fail;
 		}
 		vm->n_vcpus++;
@@ -474,7 +476,7 @@ int vm_start(const struct vm_config *cfg, const struct vm_options *opt, struct v
 			pthread_mutex_lock(&vm->lock);
 			vm->threads--;
 			pthread_mutex_unlock(&vm->lock);
-			fail(err, errlen, r, "cannot start vCPU %u", i);
+			format_error(err, errlen, r, "cannot start vCPU %u", i);
 			goto fail;
 		}
 	}
