@@ -19,6 +19,8 @@ PORT=9401
 SKEW=5
 # Only the wall clock is shifted; libevent's timers run on CLOCK_MONOTONIC.
 export FAKETIME_DONT_FAKE_MONOTONIC=1
+# libfaketime is preloaded ahead of an ASan build's runtime, which ASan accepts when told.
+export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0
 # skewed I CMD...: runs CMD with host I's clock (h2 is $SKEW s ahead).
 skewed() {
 	local i=$1
