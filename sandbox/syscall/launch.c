@@ -40,6 +40,7 @@
 #include "libcommon/cleanup.h"
 #include "libcommon/fdutil.h"
 #include "libcommon/log.h"
+#include "libcommon/strutil.h"
 #include "sandbox/syscall/policy.h"
 
 #ifndef SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
@@ -555,11 +556,17 @@ static _Noreturn void child_main(const struct launch_params *lp, int sock)
 	killable = install_filter(lp, &notify_fd, &e);
 	if (killable < 0)
 		goto err;
-	if (send_msg(sock, MSG_FD, killable ? "K" : "-", notify_fd) < 0)
+	/* The filter notifies sendmsg, and nobody serves the listener until the launcher has it:
+	 * announce its number with send() (sendto without an address is never notified); the
+	 * launcher fetches it with pidfd_getfd() before it answers GO. */
+	char fdmsg[32];
+	int fdlen =
+		snprintf(fdmsg, sizeof(fdmsg), "%c%c%d", MSG_FD, killable ? 'K' : '-', notify_fd);
+	if (send(sock, fdmsg, (size_t)fdlen, MSG_NOSIGNAL) != fdlen)
 		_exit(127);
-	close(notify_fd);
 	if (wait_go(sock) < 0)
 		_exit(127);
+	close(notify_fd);
 
 	/* Signals are collected through a signalfd from here on, not by handlers. */
 	sigfillset(&all);
@@ -647,7 +654,15 @@ int launch_configure(struct launch *l, int *ret_notify_fd, bool *ret_wait_killab
 	ssize_t n = recv_msg(l->sock, buf, sizeof(buf), &fd);
 	if (n < 0)
 		return log_err_errno((int)n, "Failed to talk to the sandbox's init: %m");
-	if (n >= 2 && buf[0] == MSG_FD && fd >= 0) {
+	if (n >= 3 && buf[0] == MSG_FD && fd < 0) {
+		/* The init's listener, by number (see child_main()). */
+		int num;
+		if (safe_atoi(buf + 2, &num) < 0 || num < 0)
+			return log_err_errno(-EPROTO,
+					     "Malformed descriptor message from the init.");
+		fd = (int)syscall(SYS_pidfd_getfd, l->pidfd, num, 0);
+		if (fd < 0)
+			return log_err_errno(errno, "Failed to fetch the seccomp listener: %m");
 		*ret_notify_fd = fd;
 		*ret_wait_killable = buf[1] == 'K';
 		return 0;

@@ -796,17 +796,22 @@ static const char *const deny_enosys[] = {
  * signal arriving before the supervisor receives a notification makes it fail with EINTR.
  */
 static const char *const notified[] = {
-	"open",	   "openat",   "openat2",  "creat",	"execve",    "execveat",
-	"unlink",  "unlinkat", "rename",   "renameat",	"renameat2", "mkdir",
-	"mkdirat", "rmdir",    "symlink",  "symlinkat", "link",	     "linkat",
-	"chmod",   "fchmodat", "truncate", "connect",	"bind",
+	"open",	    "openat",	 "openat2",  "creat",	  "execve", "execveat", "unlink",
+	"unlinkat", "rename",	 "renameat", "renameat2", "mkdir",  "mkdirat",	"rmdir",
+	"symlink",  "symlinkat", "link",     "linkat",	  "chmod",  "fchmodat", "truncate",
+	"connect",  "bind",	 "sendmsg",  "sendmmsg",
 };
+
+/* Notified only with some arguments (rules in policy_build_filter()). */
+static const char *const notified_conditionally[] = { "sendto" };
 
 size_t policy_notified_syscalls(int *ret, size_t n)
 {
+	const size_t always = ELEMENTSOF(notified);
 	size_t k = 0;
-	for (size_t i = 0; i < ELEMENTSOF(notified); i++) {
-		int nr = seccomp_syscall_resolve_name(notified[i]);
+	for (size_t i = 0; i < always + ELEMENTSOF(notified_conditionally); i++) {
+		const char *name = i < always ? notified[i] : notified_conditionally[i - always];
+		int nr = seccomp_syscall_resolve_name(name);
 		if (nr == __NR_SCMP_ERROR)
 			continue;
 		if (k < n)
@@ -862,6 +867,20 @@ int policy_build_filter(const struct policy *p, void **ret, size_t *ret_len)
 	for (size_t i = 0; i < ELEMENTSOF(notified); i++)
 		if ((r = add_named(ctx, SCMP_ACT_NOTIFY, notified[i])) < 0)
 			return r;
+
+	/*
+	 * Sends that name a destination reach addresses connect() would refuse (a datagram to a
+	 * forbidden IP, an AF_UNIX socket file the policy keeps read-only, an abstract name in the
+	 * host's namespace) or connect themselves (TCP Fast Open). sendto's address is a register
+	 * argument, so only sendto with a non-NULL one is notified, an exact and race-free test;
+	 * send() and sendto(NULL) keep the socket's connected peer, which connect() judged, and
+	 * stay in the kernel. sendmsg and sendmmsg keep the address in memory, which the filter
+	 * cannot see, so they are notified above whatever the net mode: AF_UNIX paths reach the
+	 * host's socket files with "net none" too.
+	 */
+	r = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(sendto), 1, SCMP_A4(SCMP_CMP_NE, 0, 0));
+	if (r < 0)
+		return r;
 
 	/* clone() with any namespace flag; the flags are a register argument, so this check is
 	 * exact (clone3, whose flags are in memory, is refused above). */

@@ -154,5 +154,6 @@ bool policy_path_is_canonical(const char *path);
 int policy_build_filter(const struct policy *p, void **ret, size_t *ret_len);
 
 /* Fills @ret with the numbers of the syscalls the filter sends to the supervisor (for tests
- * and docs); returns how many there are (at most @n are written). */
+ * and docs), sendto included although only a sendto with a destination address is sent;
+ * returns how many there are (at most @n are written). */
 size_t policy_notified_syscalls(int *ret, size_t n);

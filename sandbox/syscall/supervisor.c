@@ -77,8 +77,9 @@ struct denial {
 	char detail[256];
 };
 
-/* A notification answered later: a blocking connect in progress, or a blocking FIFO open
- * done by a helper process (the loop itself never blocks). */
+/* A notification answered later: a blocking connect in progress, a blocking FIFO open done
+ * by a helper process, or a call a handler resumes (sbx_pending_call(): a send on a full
+ * socket). The loop itself never blocks. */
 struct pending {
 	struct supervisor *sv;
 	struct pending *next;
@@ -87,6 +88,12 @@ struct pending {
 	pid_t child; /* the helper, or 0 */
 	bool cloexec;
 	struct event *ev;
+	/* sbx_pending_call() */
+	sbx_resume_t resume;
+	void (*free_data)(void *);
+	void *data;
+	pid_t tgid, tid; /* the calling thread, for a signal after the answer */
+	unsigned retry_ms; /* backoff while the socket polls writable but cannot take the call */
 };
 
 /* The tick that interrupts a waiting NOTIF_RECV, and how long without a notification before the
@@ -701,6 +708,10 @@ static sbx_handler_t handler_for(int nr)
 	case SYS_connect:
 	case SYS_bind:
 		return sbx_handle_net;
+	case SYS_sendto:
+	case SYS_sendmsg:
+	case SYS_sendmmsg:
+		return sbx_handle_send;
 	case SYS_unlink:
 	case SYS_unlinkat:
 	case SYS_rename:
@@ -730,6 +741,14 @@ static void count(struct supervisor *sv, int nr, bool denied)
 		sv->counters[nr].denied++;
 	else
 		sv->counters[nr].allowed++;
+}
+
+/* After the answer, the signal the kernel would have raised in the call (SIGPIPE). tgkill
+ * checks that @tid still belongs to @tgid. */
+static void signal_thread(pid_t tgid, pid_t tid, int sig)
+{
+	if (syscall(SYS_tgkill, tgid, tid, sig) < 0)
+		log_debug_errno(errno, "Signal %d to thread %d failed: %m", sig, (int)tid);
 }
 
 static void handle_one(struct supervisor *sv, const struct seccomp_notif *n)
@@ -784,6 +803,8 @@ static void handle_one(struct supervisor *sv, const struct seccomp_notif *n)
 		send_resp(sv, n->id, 0, r, 0);
 	else
 		send_resp(sv, n->id, c.val, 0, 0);
+	if (c.signal_after > 0 && c.have_status)
+		signal_thread(c.tgid, (pid_t)n->pid, c.signal_after);
 }
 
 /* ---- asynchronous connect ---- */
@@ -798,6 +819,8 @@ static void pending_free(struct pending *p)
 		}
 	if (p->ev)
 		event_free(p->ev);
+	if (p->free_data)
+		p->free_data(p->data);
 	if (p->fd >= 0)
 		close(p->fd);
 	free(p);
@@ -832,6 +855,87 @@ int sbx_pending_connect(struct sbx_call *c, int fd, int timeout_ms)
 			event_free(p->ev);
 		close(fd);
 		free(p);
+		return -ENOMEM;
+	}
+	p->next = sv->pending;
+	sv->pending = p;
+	c->verdict = SBX_PENDING;
+	return 0;
+}
+
+#define PENDING_TICK_MS 50u
+
+static void on_pending_call(evutil_socket_t fd, short what, void *userdata);
+
+/* Waits for the socket again: for writability with a tick, or, while it keeps polling
+ * writable without taking the call, for a backoff timer only (no busy loop). */
+static int pending_call_arm(struct pending *p, bool backoff)
+{
+	unsigned ms = PENDING_TICK_MS;
+	if (backoff) {
+		p->retry_ms = p->retry_ms ? MIN(p->retry_ms * 2, PENDING_TICK_MS) : 1;
+		ms = p->retry_ms;
+	}
+	struct timeval tv = { .tv_sec = 0, .tv_usec = (suseconds_t)ms * 1000 };
+	if (event_assign(p->ev, p->sv->base, backoff ? -1 : p->fd, backoff ? 0 : EV_WRITE,
+			 on_pending_call, p) < 0 ||
+	    event_add(p->ev, &tv) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+static void on_pending_call(evutil_socket_t fd, short what, void *userdata)
+{
+	struct pending *p = userdata;
+	struct supervisor *sv = p->sv;
+	uint64_t id = p->id;
+	int64_t val = 0;
+	int sig = 0, r;
+	bool ready = what & EV_WRITE;
+
+	/* The program was killed (or, before 5.19, interrupted): nothing more is done for it. */
+	if (ioctl(sv->notify_fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0) {
+		pending_free(p);
+		return;
+	}
+	r = p->resume(p->data, p->fd, ready, &val, &sig);
+	if (r == SBX_RESUME_WAIT) {
+		/* Writable but refused again: the obstacle is elsewhere (the queue of an
+		 * unconnected datagram's receiver), which no poll reports; from then on retry on
+		 * a backoff timer. */
+		r = pending_call_arm(p, ready || p->retry_ms);
+		if (r >= 0)
+			return;
+	}
+	send_resp(sv, id, r < 0 ? 0 : val, r < 0 ? r : 0, 0);
+	if (sig > 0)
+		signal_thread(p->tgid, p->tid, sig);
+	pending_free(p);
+}
+
+int sbx_pending_call(struct sbx_call *c, int fd, sbx_resume_t resume, void (*free_data)(void *),
+		     void *data)
+{
+	struct supervisor *sv = c->sv;
+	int r = sbx_load_status(c);
+	struct pending *p = r < 0 ? NULL : calloc(1, sizeof(*p));
+	if (!p) {
+		if (free_data)
+			free_data(data);
+		close(fd);
+		return r < 0 ? r : -ENOMEM;
+	}
+	*p = (struct pending){ .sv = sv,
+			       .id = c->n->id,
+			       .fd = fd,
+			       .resume = resume,
+			       .free_data = free_data,
+			       .data = data,
+			       .tgid = c->tgid,
+			       .tid = (pid_t)c->n->pid };
+	p->ev = event_new(sv->base, -1, 0, on_pending_call, p);
+	if (!p->ev || pending_call_arm(p, false) < 0) {
+		pending_free(p); /* not linked yet; frees @data and closes @fd */
 		return -ENOMEM;
 	}
 	p->next = sv->pending;

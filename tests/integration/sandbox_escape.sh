@@ -125,6 +125,74 @@ attempt "connect to a forbidden port" --net host --allow-connect "127.0.0.1 $P1"
 	connect 127.0.0.1 "$P2"
 attempt "connect anywhere with --net host and no rule" --net host -- connect 127.0.0.1 "$P1"
 
+# Sends that name a destination are judged like connect: UDP datagrams to a local receiver
+# with one allowed port and one forbidden, AF_UNIX datagrams to a socket file under a
+# read-only bind (writing to a socket ignores MS_RDONLY, so only the policy stops it) and to
+# an abstract name in the host's namespace.
+RECV=$T_TMP/received
+USOCK=$T_TMP/usock
+mkdir -p "$USOCK"
+ABSTRACT=sbx-escape-$$
+/usr/bin/python3 -c '
+import os, select, socket, sys
+out, udir, abstract = sys.argv[1], sys.argv[2], sys.argv[3]
+socks = {}
+for tag in ("U1", "U2"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); socks[s] = tag
+u = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); u.bind(udir + "/d.sock"); socks[u] = "UNIX"
+a = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); a.bind("\0" + abstract); socks[a] = "ABSTRACT"
+ports = [s.getsockname()[1] for s, t in socks.items() if t.startswith("U") and t != "UNIX"]
+with open(out + ".ports", "w") as f:
+    f.write(" ".join(map(str, ports)) + "\n")
+log = open(out, "a", buffering=1)
+while True:
+    for s in select.select(list(socks), [], [], 120)[0]:
+        log.write("%s %s\n" % (socks[s], s.recv(65536).decode(errors="replace")))
+' "$RECV" "$USOCK" "$ABSTRACT" &
+T_PIDS+=($!)
+for _ in $(seq 1 100); do [ -s "$RECV.ports" ] && break; sleep 0.05; done
+read -r U1 U2 <"$RECV.ports"
+touch "$RECV"
+# received TAG PAYLOAD: whether the receiver got PAYLOAD on TAG (within a second).
+received() {
+	for _ in $(seq 1 20); do
+		grep -qx "$1 $2" "$RECV" && return 0
+		sleep 0.05
+	done
+	return 1
+}
+UDP=(--net host --allow-connect "127.0.0.1 $U1")
+for how in sendto sendmsg; do
+	out=$(timeout 30 "$SBX" run "${BASE[@]}" "${UDP[@]}" -- /t/sbx_escape "udp-$how" 127.0.0.1 \
+		"$U1" "ok-$how")
+	check "UDP $how to the allowed port is delivered" received U1 "ok-$how"
+	attempt "UDP $how to a forbidden port" "${UDP[@]}" -- "udp-$how" 127.0.0.1 "$U2" "bad-$how"
+	check "UDP $how to a forbidden port: nothing arrived" sh -c "! grep -q 'bad-$how' '$RECV'"
+done
+attempt "sendmmsg with one forbidden address of two" "${UDP[@]}" -- sendmmsg 127.0.0.1 "$U1" "$U2"
+check "sendmmsg refused as a whole: neither datagram arrived" sh -c "! grep -q mmsg '$RECV'"
+out=$(timeout 30 "$SBX" run "${BASE[@]}" --net host --allow-connect "127.0.0.1 $U1" \
+	--allow-connect "127.0.0.1 $U2" -- /t/sbx_escape sendmmsg 127.0.0.1 "$U1" "$U2")
+check "sendmmsg to two allowed ports sends both, msg_len set" grep -q "sent 2, msg_len 6 6" <<<"$out"
+attempt "TCP Fast Open to a forbidden port" --net host --allow-connect "127.0.0.1 $P1" -- \
+	fastopen 127.0.0.1 "$P2"
+out=$(timeout 30 "$SBX" run "${BASE[@]}" --net host --allow-connect "127.0.0.1 $P1" -- \
+	/t/sbx_escape fastopen 127.0.0.1 "$P1")
+check "TCP Fast Open to the allowed port connects and sends" grep -q "ESCAPED fast open" <<<"$out"
+for how in sendto sendmsg; do
+	attempt "AF_UNIX datagram ($how) to a socket under a read-only bind" \
+		--ro-bind "$USOCK" /usock -- "unix-$how" /usock/d.sock "ro-$how"
+	out=$(timeout 30 "$SBX" run "${BASE[@]}" --bind "$USOCK" /usock -- /t/sbx_escape \
+		"unix-$how" /usock/d.sock "rw-$how")
+	check "AF_UNIX datagram ($how) to a writable socket is delivered" received UNIX "rw-$how"
+	attempt "abstract-name datagram ($how) with --net host" --net host -- "unix-$how" \
+		"@$ABSTRACT" "abstract-$how"
+done
+check "nothing reached the read-only or abstract sockets" sh -c "! grep -q -e '^UNIX ro-' -e '^ABSTRACT' '$RECV'"
+attempt "an overlong AF_UNIX name (connect, sendto) is EINVAL" -- unix-long
+attempt "SCM_CREDENTIALS forwarded by the supervisor" -- creds
+attempt "netlink multicast sent with the supervisor's credentials" --net host -- netlink-multicast
+
 # Every refusal above that the supervisor made is in the audit log.
 check "audit log records the hidden open" jq -e -s \
 	'map(select(.detail == "/data/secret" and .reason == "hidden path")) | length >= 3' "$AUDIT"
@@ -132,6 +200,10 @@ check "audit log records the refused exec" jq -e -s \
 	'map(select(.syscall == "execve" and .reason == "binary not in an exec path")) | length >= 1' "$AUDIT"
 check "audit log records the refused connect" jq -e -s \
 	"map(select(.syscall == \"connect\" and .detail == \"127.0.0.1:$P2\")) | length == 1" "$AUDIT"
+check "audit log records the refused sendto, sendmsg and sendmmsg" jq -e -s \
+	"[\"sendto\", \"sendmsg\", \"sendmmsg\"] - map(select(.detail == \"127.0.0.1:$U2\" and .reason == \"destination address not allowed\") | .syscall) == []" "$AUDIT"
+check "audit log records the read-only socket, the abstract name and SCM_CREDENTIALS" jq -e -s \
+	'(map(select(.reason == "socket path not writable" and .detail == "/usock/d.sock")) | length == 2) and (map(select(.reason == "abstract socket in the host namespace" and (.detail | startswith("@sbx-escape-")))) | length == 2) and (map(select(.reason == "SCM_CREDENTIALS cannot be forwarded" and .errno == 1)) | length == 1)' "$AUDIT"
 check "audit log records the magic link" jq -e -s \
 	'map(select(.reason == "magic link or symlink loop")) | length >= 2' "$AUDIT"
 

@@ -30,7 +30,7 @@ enum sbx_verdict {
 	SBX_REPLY, /* answer with ->val, or with -ret of the handler */
 	SBX_ADDFD, /* inject ->fd (the supervisor closes it) and answer with its number */
 	SBX_CONTINUE, /* let the kernel run the call: only exec, see handlers/exec.c */
-	SBX_PENDING, /* the handler answers later (asynchronous connect) */
+	SBX_PENDING, /* the handler answers later (asynchronous connect, blocking send) */
 };
 
 struct sbx_call {
@@ -42,6 +42,10 @@ struct sbx_call {
 	int64_t val;
 	int fd; /* SBX_ADDFD: the descriptor to inject */
 	bool fd_cloexec;
+	/* SBX_REPLY: a signal the supervisor sends the calling thread right after the answer, as
+	 * the kernel would have (SIGPIPE for a send on a closed stream), or 0. Needs the status
+	 * loaded (sbx_load_status()) before the handler returns. */
+	int signal_after;
 	bool denied; /* refused by the policy (audited), as opposed to a failure of the call */
 	const char *reason; /* why it was refused (static string) */
 	char detail[512]; /* the path or address the decision was about, for the audit */
@@ -119,8 +123,34 @@ int sbx_pending_connect(struct sbx_call *c, int fd, int timeout_ms);
  * is killed if the notification goes away. Returns 0 or -errno (then @fd is closed). */
 int sbx_pending_open(struct sbx_call *c, int fd, int flags);
 
+/* sbx_resume_t's answer "not done yet, keep waiting". */
+#define SBX_RESUME_WAIT 1
+
+/*
+ * Continues a call that waits for its socket: called with the handler's @data and the socket
+ * @fd (the supervisor's copy) when @fd became writable (@ready) or a retry interval passed.
+ * The supervisor calls it only while the notification is still pending, so nothing is done
+ * for a program that gave up. Returns SBX_RESUME_WAIT to wait again, or the answer: >= 0 with
+ * the value in *ret_val, or -errno. A signal number stored in *ret_signal is sent to the
+ * calling thread after the answer.
+ */
+typedef int (*sbx_resume_t)(void *data, int fd, bool ready, int64_t *ret_val, int *ret_signal);
+
+/*
+ * Registers an answer that comes later, without ever blocking the loop: @resume runs when
+ * @fd becomes writable, and every few milliseconds to at most 50 ms (backing off) when the
+ * socket says writable but the call still cannot proceed (a datagram's receiver is full).
+ * Takes @fd (closed when the call ends) and @data (freed with @free_data, which may be NULL,
+ * when the call is answered or abandoned, also on failure here). Sets the verdict to
+ * SBX_PENDING and returns 0, or -errno (then the caller answers itself).
+ */
+int sbx_pending_call(struct sbx_call *c, int fd, sbx_resume_t resume, void (*free_data)(void *),
+		     void *data);
+
 /* The handlers, by family. */
 int sbx_handle_open(struct sbx_call *c);
 int sbx_handle_path_mutation(struct sbx_call *c);
 int sbx_handle_exec(struct sbx_call *c);
 int sbx_handle_net(struct sbx_call *c);
+/* sendto with a destination, sendmsg, sendmmsg (handlers/net.c). */
+int sbx_handle_send(struct sbx_call *c);
