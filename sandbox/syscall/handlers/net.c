@@ -816,8 +816,6 @@ int sbx_handle_send(struct sbx_call *c)
 		if (sock_int_opt(sfd, SO_ZEROCOPY, &zc) == 0 && zc)
 			return -ENOBUFS;
 	}
-	if ((r = sbx_load_status(c)) < 0)
-		return r;
 
 	int64_t val = 0;
 	r = send_run(j, sfd, &val, &c->signal_after);
