@@ -57,7 +57,7 @@ $(eval $(call unit_test,proctrace,$(K2I_TRACE_OBJS) $(B)/obj/k2i/procinfo.o,$(PR
 # proctrace_dump prints the events of one source of k2i/proctrace.c; burst forks children that
 # exec exit_with, which is linked statically and without sanitizers so that each lives a fraction
 # of a millisecond.
-TEST_PROGS := $(B)/tests/proctrace_dump $(B)/tests/burst $(B)/tests/exit_with
+TEST_PROGS := $(B)/tests/proctrace_dump $(B)/tests/burst $(B)/tests/exit_with $(B)/tests/vm_init
 ALL_OBJS += $(B)/obj/tests/integration/proctrace_dump.o $(B)/obj/tests/integration/burst.o
 all: $(TEST_PROGS)
 
@@ -78,6 +78,12 @@ $(B)/tests/exit_with: tests/integration/exit_with.c
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) -std=gnu11 $(WARNINGS) -O2 -static -o $@ $<
 $(eval $(call fuzz_target,eventsub,$(B)/obj/k2i/events.o,jansson))
+
+# The /init of the initramfs microvm_linux.sh boots a real kernel with: static, no sanitizers.
+$(B)/tests/vm_init: tests/integration/vm_init.c
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) -std=gnu11 $(WARNINGS) -O2 -static -o $@ $<
 
 # blackhole accepts TCP connections and never answers them (k2ps_multihost.sh's timeout test).
 TEST_PROGS += $(B)/tests/blackhole

@@ -6,7 +6,10 @@
 # payload is unpacked to the ELF vmlinux, which is booted through the PVH entry (via the API) and
 # the 64-bit Linux entry (via --config-file); the serial console must show "Linux version" and
 # the exact command line. Some hosts' KVM cannot finish a Linux boot: only the first lines are
-# required, and the VMM must survive whatever happens next.
+# required, and the VMM must survive whatever happens next. Then the kernel with an initramfs the
+# test builds: on a KVM that runs Linux, its /init must run (and reboot the VM); where the KVM
+# faults first, that check is skipped with the fault, and QEMU's emulator shows the same kernel
+# and initramfs do reach /init.
 source "$(dirname "$0")/lib.sh"
 
 need curl jq
@@ -107,5 +110,79 @@ check "linux64: booted through the 64-bit entry" grep -q "through the 64-bit ent
 kill "$pid"
 wait "$pid"
 check_eq "linux64: microvm exits 0 on SIGTERM" 0 "$?"
+
+# To /init of an initramfs: the cpio (newc) holds /dev/console and a static /init
+# (tests/integration/vm_init.c) that prints the token it got from the command line and restarts
+# the machine (reboot=k: an i8042 reset, after which microvm exits 0). A KVM that cannot run a
+# whole Linux boot (such as the emulating one of some CI hosts) stops the kernel earlier: the
+# VM is then Faulted, and reaching /init is skipped with the fault microvm logged.
+if [ -x "$B/tests/vm_init" ]; then
+	python3 - "$B/tests/vm_init" "$T_TMP/initramfs.cpio" <<'EOF'
+import os, sys
+init = open(sys.argv[1], "rb").read()
+out = open(sys.argv[2], "wb")
+ino = 1
+def entry(name, mode, data=b"", rdev=(0, 0)):
+    global ino
+    name = name.encode() + b"\0"
+    hdr = "070701" + "".join("%08x" % v for v in (
+        ino, mode, 0, 0, 2 if mode & 0o40000 else 1, 0, len(data), 0, 0,
+        rdev[0], rdev[1], len(name), 0))
+    ino += 1
+    out.write(hdr.encode() + name + b"\0" * (-(110 + len(name)) % 4))
+    out.write(data + b"\0" * (-len(data) % 4))
+entry("dev", 0o40755)
+entry("dev/console", 0o20600, rdev=(5, 1))
+entry("init", 0o100755, init)
+entry("TRAILER!!!", 0)
+EOF
+	INIT_CMDLINE="console=ttyS0 reboot=k panic=-1 pci=off nomodule earlyprintk=serial,ttyS0 rdinit=/init k2itest=$RANDOM$RANDOM"
+	marker="k2i-vm-init: /init is running as pid 1, k2itest=${INIT_CMDLINE##*k2itest=}"
+	# The control: QEMU's emulator (TCG, no KVM) boots the same vmlinux (PVH) and initramfs
+	# to /init, so a microVM that does not get there is microvm's or its KVM's doing.
+	if command -v qemu-system-x86_64 >/dev/null; then
+		timeout 300 qemu-system-x86_64 -accel tcg -m 256 -nographic -no-reboot \
+			-kernel "$vmlinux" -initrd "$T_TMP/initramfs.cpio" -append "$INIT_CMDLINE" \
+			>"$T_TMP/qemu.con" 2>&1 </dev/null
+		check "initramfs: QEMU (TCG) boots the same kernel and initramfs to /init" \
+			grep -qF -- "$marker" "$T_TMP/qemu.con"
+	else
+		skip "initramfs: QEMU (TCG) boots the same kernel and initramfs to /init" \
+			"qemu-system-x86_64 is not installed"
+	fi
+	jq -n --arg k "$vmlinux" --arg i "$T_TMP/initramfs.cpio" --arg a "$INIT_CMDLINE" \
+		'{"boot-source": {kernel_image_path: $k, initrd_path: $i, boot_args: $a},
+		  "machine-config": {vcpu_count: 2, mem_size_mib: 256}}' >"$T_TMP/init.json"
+	"$MICROVM" --api-sock "$T_TMP/init.sock" --id linuxinit --rundir "$RUNDIR" \
+		--console "$T_TMP/init.con" --config-file "$T_TMP/init.json" 2>"$T_TMP/init.log" &
+	pid=$!
+	T_PIDS+=("$pid")
+	check "initramfs: the kernel prints its banner" wait_for "$T_TMP/init.con" "Linux version "
+	state=
+	for ((i = 0; i < WAIT * 10; i++)); do
+		grep -qF -- "$marker" "$T_TMP/init.con" && break
+		kill -0 "$pid" 2>/dev/null || break
+		state=$(api "$T_TMP/init.sock" GET / | cut -d' ' -f2- | jq -r .state 2>/dev/null)
+		[ "$state" = Faulted ] && break
+		sleep 0.1
+	done
+	if grep -qF -- "$marker" "$T_TMP/init.con"; then
+		ok "initramfs: /init runs as PID 1 with our command line's token"
+		wait_until 300 eval "! kill -0 $pid 2>/dev/null"
+		wait "$pid"
+		check_eq "initramfs: /init restarts the machine and microvm exits 0" 0 "$?"
+	elif [ "$state" = Faulted ]; then
+		skip "initramfs: /init runs as PID 1" \
+			"this KVM stopped the kernel before /init: $(grep -m1 -iE 'fault|emulation' "$T_TMP/init.log" | cut -c1-200)"
+		kill "$pid"
+		wait "$pid"
+		check_eq "initramfs: microvm exits 0 on SIGTERM after the fault" 0 "$?"
+	else
+		not_ok "initramfs: /init runs as PID 1 (state '$state', no marker within $WAIT s)"
+		tail -n 20 "$T_TMP/init.con" | sed 's/^/#   /'
+	fi
+else
+	skip "initramfs: /init runs as PID 1" "$B/tests/vm_init is not built"
+fi
 
 done_testing
