@@ -163,6 +163,29 @@ for proto in --http1.1 --http2; do
 	check_eq "$proto: one hung vm by id" "unknown" \
 		"$(kcurl "$proto" "$K2I_URL/v1/vms/hung3" | jq -r .state)"
 done
+# HTTP/1.1 pipelining: requests behind a deferred answer wait for it, and come back in order.
+pipelined=$(python3 - "$K2I_STATE" "$K2I_PORT" <<'EOF'
+import socket, ssl, sys
+state, port = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=state + "/ca.pem")
+ctx.load_cert_chain(state + "/client.pem", state + "/client.key")
+c = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=20),
+                    server_hostname="localhost")
+c.sendall(b"GET /v1/vms HTTP/1.1\r\nHost: x\r\n\r\n"
+          b"GET /v1/hello HTTP/1.1\r\nHost: x\r\n\r\n"
+          b"GET /v1/vms/hung2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+data = b""
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    data += d
+bodies = [l for l in data.decode().split("\r\n") if l.startswith("{")]
+print(" ".join(b[:b.index(":")].strip('{"') for b in bodies))
+EOF
+)
+check_eq "three pipelined requests, the first and last deferred: answered in order" \
+	"host message id" "$pipelined"
 # Clients that leave while their answer is being waited for.
 for proto in --http1.1 --http2; do
 	kcurl "$proto" --max-time 0.05 "$K2I_URL/v1/vms" >/dev/null 2>&1
