@@ -31,24 +31,7 @@ static int failures;
 
 static void result(bool ok, const char *what)
 {
-	serial_puts(ok ? "PASS " : "FAIL ");
-	serial_puts(what);
-	serial_putc('\n');
-	if (!ok)
-		failures++;
-}
-
-static uint64_t cmdline_u64(const char *key, bool *found)
-{
-	char buf[24];
-	uint64_t v = 0;
-
-	*found = cmdline_get(key, buf, sizeof(buf)) > 0;
-	if (!*found)
-		return 0;
-	for (const char *p = buf; *p >= '0' && *p <= '9'; p++)
-		v = v * 10 + (uint64_t)(*p - '0');
-	return v;
+	guest_result(ok, what, &failures);
 }
 
 static inline uint32_t rd32(const void *base, size_t off)
@@ -134,7 +117,7 @@ static void check_memory(void)
 	struct mem_entry m[128];
 	unsigned n = memory_map(m, 128);
 	bool have_mem;
-	uint64_t mem = cmdline_u64("mem_mib", &have_mem) * MB;
+	uint64_t mem = cmdline_u64("mem_mib", 0, &have_mem) * MB;
 	uint64_t ram = 0, low_end = 0;
 	bool sorted = true, low = false, reserved_hole = true, image = false;
 
@@ -187,7 +170,7 @@ static void check_memory(void)
 static void check_initrd(void)
 {
 	bool want;
-	uint64_t size = cmdline_u64("initrd_size", &want);
+	uint64_t size = cmdline_u64("initrd_size", 0, &want);
 	const uint8_t *zp = guest_zero_page();
 	const uint8_t *si = guest_pvh_start_info();
 	uint64_t addr = 0, len = 0;
@@ -256,7 +239,7 @@ static int mp_cpu_count(void)
 static void check_cpus(void)
 {
 	bool want;
-	uint64_t cpus = cmdline_u64("cpus", &want);
+	uint64_t cpus = cmdline_u64("cpus", 0, &want);
 
 	if (!want)
 		return;
@@ -276,7 +259,7 @@ static void delay(unsigned n)
 static int mode_count(void)
 {
 	bool bounded;
-	uint64_t max = cmdline_u64("count_max", &bounded);
+	uint64_t max = cmdline_u64("count_max", 0, &bounded);
 
 	for (uint64_t i = 0; !bounded || i < max; i++) {
 		serial_puts("tick ");

@@ -123,6 +123,13 @@ const char *guest_cmdline(void);
  * is absent. "key" alone (no '=') yields "" and 0. */
 int cmdline_get(const char *key, char *buf, size_t n);
 
+/* The decimal number of "key=N" (its leading digits), or @dflt if the key is absent or has no
+ * value; *found (if not NULL) says whether it was there. */
+uint64_t cmdline_u64(const char *key, uint64_t dflt, bool *found);
+
+/* Prints "PASS @what" or "FAIL @what" on the console; a failure is counted in *failures. */
+void guest_result(bool ok, const char *what, int *failures);
+
 /* The zero page (struct boot_params, 4 KiB) when entered through the 64-bit Linux entry, else
  * NULL. */
 const void *guest_zero_page(void);

@@ -139,6 +139,30 @@ int cmdline_get(const char *key, char *buf, size_t n)
 	return -1;
 }
 
+uint64_t cmdline_u64(const char *key, uint64_t dflt, bool *found)
+{
+	char buf[24];
+	uint64_t v = 0;
+	bool there = cmdline_get(key, buf, sizeof(buf)) > 0;
+
+	if (found)
+		*found = there;
+	if (!there)
+		return dflt;
+	for (const char *p = buf; *p >= '0' && *p <= '9'; p++)
+		v = v * 10 + (uint64_t)(*p - '0');
+	return v;
+}
+
+void guest_result(bool ok, const char *what, int *failures)
+{
+	serial_puts(ok ? "PASS " : "FAIL ");
+	serial_puts(what);
+	serial_putc('\n');
+	if (!ok)
+		(*failures)++;
+}
+
 const void *guest_zero_page(void)
 {
 	return zero_page;

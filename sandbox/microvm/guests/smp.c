@@ -107,23 +107,7 @@ static uint64_t apic_mmio;
 
 static void result(bool ok, const char *what)
 {
-	serial_puts(ok ? "PASS " : "FAIL ");
-	serial_puts(what);
-	serial_putc('\n');
-	if (!ok)
-		failures++;
-}
-
-static uint64_t cmdline_u64(const char *key, uint64_t dflt)
-{
-	char buf[24];
-	uint64_t v = 0;
-
-	if (cmdline_get(key, buf, sizeof(buf)) <= 0)
-		return dflt;
-	for (const char *p = buf; *p >= '0' && *p <= '9'; p++)
-		v = v * 10 + (uint64_t)(*p - '0');
-	return v;
+	guest_result(ok, what, &failures);
 }
 
 static void cpuid(uint32_t leaf, uint32_t *a, uint32_t *b, uint32_t *c, uint32_t *d)
@@ -309,7 +293,8 @@ int guest_main(void)
 	volatile uint32_t *ticket = (volatile uint32_t *)(tramp + TRAMP_TICKET);
 	volatile uint32_t *done = (volatile uint32_t *)(tramp + TRAMP_DONE);
 	volatile uint16_t *slots = (volatile uint16_t *)(tramp + TRAMP_SLOTS);
-	uint64_t hold_ms = cmdline_u64("hold_ms", 0), timeout_ms = cmdline_u64("timeout_ms", 5000);
+	uint64_t hold_ms = cmdline_u64("hold_ms", 0, NULL),
+		 timeout_ms = cmdline_u64("timeout_ms", 5000, NULL);
 	char mode[8] = "xapic";
 	uint64_t lapic = 0;
 	uint32_t a, b, c, d;

@@ -133,22 +133,22 @@ static void bad_chain(void)
 	while (!((st = mmio_read32(base + VIO_STATUS)) & VIO_S_NEEDS_RESET) &&
 	       rdtsc() - start < GUEST_POLL_CYCLES)
 		__asm__ volatile("pause");
-	put_result(st & VIO_S_NEEDS_RESET, "bad chain sets DEVICE_NEEDS_RESET", &failures);
-	put_result(mmio_read32(base + VIO_INTERRUPT_STATUS) & 2, "config-change interrupt raised",
-		   &failures);
-	put_result(*(volatile uint16_t *)&q.used.idx == q.used_seen, "bad chain not consumed",
-		   &failures);
+	guest_result(st & VIO_S_NEEDS_RESET, "bad chain sets DEVICE_NEEDS_RESET", &failures);
+	guest_result(mmio_read32(base + VIO_INTERRUPT_STATUS) & 2, "config-change interrupt raised",
+		     &failures);
+	guest_result(*(volatile uint16_t *)&q.used.idx == q.used_seen, "bad chain not consumed",
+		     &failures);
 
 	/* Reset and start over: the device must serve requests again. */
-	put_result(bring_up() != 0, "bring-up after reset", &failures);
-	put_result(blk_request(T_IN, 1, 512, 1, NULL) == S_OK && check_sector(data, 1),
-		   "read after reset", &failures);
+	guest_result(bring_up() != 0, "bring-up after reset", &failures);
+	guest_result(blk_request(T_IN, 1, 512, 1, NULL) == S_OK && check_sector(data, 1),
+		     "read after reset", &failures);
 }
 
 int guest_main(void)
 {
-	bool ro = cmdline_dec("blk_ro", 0) != 0;
-	uint64_t wsec = cmdline_dec("blk_write", 3);
+	bool ro = cmdline_u64("blk_ro", 0, NULL) != 0;
+	uint64_t wsec = cmdline_u64("blk_write", 3, NULL);
 	char want_id[24];
 	uint32_t used_len = 0;
 	uint64_t features, capacity;
@@ -161,11 +161,11 @@ int guest_main(void)
 	serial_put_hex(base);
 	serial_putc('\n');
 	if (!base) {
-		put_result(false, "virtio-blk device found", &failures);
+		guest_result(false, "virtio-blk device found", &failures);
 		return failures;
 	}
 	features = bring_up();
-	put_result(features != 0, "features negotiated", &failures);
+	guest_result(features != 0, "features negotiated", &failures);
 	if (!features)
 		return failures;
 	capacity = (uint64_t)mmio_read32(base + VIO_CONFIG) |
@@ -173,50 +173,50 @@ int guest_main(void)
 	serial_puts("capacity ");
 	serial_put_dec(capacity);
 	serial_putc('\n');
-	put_result(!!(features & BLK_F_RO) == ro, ro ? "read-only offered" : "read-write offered",
-		   &failures);
+	guest_result(!!(features & BLK_F_RO) == ro, ro ? "read-only offered" : "read-write offered",
+		     &failures);
 
 	serial_puts("irq ");
 	serial_put_dec(irq);
 	serial_putc('\n');
 	if (irq > 0 && irq < 24)
 		route_irq(irq, TEST_VECTOR);
-	put_result(!irr_pending(TEST_VECTOR), "no interrupt pending before the first request",
-		   &failures);
+	guest_result(!irr_pending(TEST_VECTOR), "no interrupt pending before the first request",
+		     &failures);
 
 	memset(data, 0, sizeof(data));
 	st = blk_request(T_IN, 1, 512, 1, &used_len);
-	put_result(st == S_OK && used_len == 513 && check_sector(data, 1), "read sector 1",
-		   &failures);
+	guest_result(st == S_OK && used_len == 513 && check_sector(data, 1), "read sector 1",
+		     &failures);
 	/* The completion reached the CPU through the IOAPIC (bounded wait: the irqfd is
 	 * injected asynchronously). */
 	uint64_t t0 = rdtsc();
 	while (!irr_pending(TEST_VECTOR) && rdtsc() - t0 < GUEST_POLL_CYCLES)
 		__asm__ volatile("pause");
-	put_result(irr_pending(TEST_VECTOR), "interrupt pending in the local APIC", &failures);
+	guest_result(irr_pending(TEST_VECTOR), "interrupt pending in the local APIC", &failures);
 	/* The used buffer raised InterruptStatus bit 0; acknowledging clears it. */
 	uint32_t isr = mmio_read32(base + VIO_INTERRUPT_STATUS);
 	mmio_write32(base + VIO_INTERRUPT_ACK, isr);
-	put_result((isr & 1) && !(mmio_read32(base + VIO_INTERRUPT_STATUS) & 1),
-		   "interrupt status set and acknowledged", &failures);
+	guest_result((isr & 1) && !(mmio_read32(base + VIO_INTERRUPT_STATUS) & 1),
+		     "interrupt status set and acknowledged", &failures);
 
 	memset(data, 0, sizeof(data));
 	st = blk_request(T_IN, 1, 1024, 2, &used_len);
-	put_result(st == S_OK && used_len == 1025 && check_sector(data, 1) &&
-			   check_sector(data + 512, 2),
-		   "read sectors 1-2 in one request", &failures);
+	guest_result(st == S_OK && used_len == 1025 && check_sector(data, 1) &&
+			     check_sector(data + 512, 2),
+		     "read sectors 1-2 in one request", &failures);
 
 	memset(data, 0, 20);
 	st = blk_request(T_GET_ID, 0, 20, 1, NULL);
 	serial_puts("id ");
 	serial_puts((const char *)data);
 	serial_putc('\n');
-	put_result(st == S_OK && (cmdline_get("blk_id", want_id, sizeof(want_id)) < 0 ||
-				  memcmp(data, want_id, strlen(want_id) + 1) == 0),
-		   "get id", &failures);
+	guest_result(st == S_OK && (cmdline_get("blk_id", want_id, sizeof(want_id)) < 0 ||
+				    memcmp(data, want_id, strlen(want_id) + 1) == 0),
+		     "get id", &failures);
 
 	st = blk_request(T_IN, capacity, 512, 1, NULL);
-	put_result(st == S_IOERR, "read past the end is IOERR", &failures);
+	guest_result(st == S_IOERR, "read past the end is IOERR", &failures);
 
 	for (unsigned i = 0; i < 512; i++)
 		data[i] = (uint8_t)(i * 3 + 0x5a);
@@ -225,28 +225,28 @@ int guest_main(void)
 	serial_put_dec((uint64_t)(uint8_t)st);
 	serial_putc('\n');
 	if (ro) {
-		put_result(st == S_IOERR, "write to read-only drive is IOERR", &failures);
+		guest_result(st == S_IOERR, "write to read-only drive is IOERR", &failures);
 	} else {
-		put_result(st == S_OK, "write sector", &failures);
-		put_result(blk_request(T_FLUSH, 0, 0, 0, NULL) == S_OK, "flush", &failures);
+		guest_result(st == S_OK, "write sector", &failures);
+		guest_result(blk_request(T_FLUSH, 0, 0, 0, NULL) == S_OK, "flush", &failures);
 		memset(data, 0, 512);
 		st = blk_request(T_IN, wsec, 512, 1, NULL);
 		bool same = st == S_OK;
 		for (unsigned i = 0; i < 512; i++)
 			same = same && data[i] == (uint8_t)(i * 3 + 0x5a);
-		put_result(same, "read back written sector", &failures);
+		guest_result(same, "read back written sector", &failures);
 	}
 
-	if (cmdline_dec("blk_bad", 0))
+	if (cmdline_u64("blk_bad", 0, NULL))
 		bad_chain();
 
 	/* "blk_bench=N": N synchronous 4 KiB reads (one in flight), timed with the TSC. */
-	uint64_t n = cmdline_dec("blk_bench", 0);
+	uint64_t n = cmdline_u64("blk_bench", 0, NULL);
 	if (n && capacity >= 8) {
 		uint64_t t0 = rdtsc();
 		for (uint64_t i = 0; i < n; i++)
 			if (blk_request(T_IN, 0, 4096, 1, NULL) != S_OK) {
-				put_result(false, "bench read", &failures);
+				guest_result(false, "bench read", &failures);
 				break;
 			}
 		serial_puts("bench ");

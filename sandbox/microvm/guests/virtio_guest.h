@@ -236,24 +236,3 @@ static inline int gq_wait(struct gqueue *q, struct gused_elem *ret)
 	q->used_seen++;
 	return 0;
 }
-
-static inline void put_result(bool ok, const char *what, int *failures)
-{
-	serial_puts(ok ? "PASS " : "FAIL ");
-	serial_puts(what);
-	serial_putc('\n');
-	if (!ok)
-		(*failures)++;
-}
-
-static inline uint64_t cmdline_dec(const char *key, uint64_t dflt)
-{
-	char buf[24];
-	uint64_t v = 0;
-
-	if (cmdline_get(key, buf, sizeof(buf)) <= 0)
-		return dflt;
-	for (const char *p = buf; *p >= '0' && *p <= '9'; p++)
-		v = v * 10 + (uint64_t)(*p - '0');
-	return v;
-}

@@ -54,13 +54,13 @@ int guest_main(void)
 	serial_put_hex(base);
 	serial_putc('\n');
 	if (!base) {
-		put_result(false, "virtio-net device found", &failures);
+		guest_result(false, "virtio-net device found", &failures);
 		return failures;
 	}
 	f = virtio_begin(base, NET_F_MAC);
-	put_result(f & NET_F_MAC, "features negotiated (MAC)", &failures);
+	guest_result(f & NET_F_MAC, "features negotiated (MAC)", &failures);
 	if (!f || virtio_queue(base, &rxq, 0) < 0 || virtio_queue(base, &txq, 1) < 0) {
-		put_result(false, "queues set up", &failures);
+		guest_result(false, "queues set up", &failures);
 		return failures;
 	}
 	for (int i = 0; i < 6; i++)
@@ -82,12 +82,12 @@ int guest_main(void)
 	txq.desc[0] = (struct gdesc){ (uint64_t)(uintptr_t)tx_hdr, NET_HDR, VRING_F_NEXT, 1 };
 	txq.desc[1] = (struct gdesc){ (uint64_t)(uintptr_t)tx_frame, 60, 0, 0 };
 	gq_submit(&txq, 0);
-	put_result(gq_wait(&txq, &e) == 0 && e.id == 0, "tx frame sent", &failures);
+	guest_result(gq_wait(&txq, &e) == 0 && e.id == 0, "tx frame sent", &failures);
 
 	/* Receive until the answer arrives (bounded: the budget is per frame, 64 frames). */
 	for (;;) {
 		if (gq_wait(&rxq, &e) < 0 || e.id >= RX_BUFS) {
-			put_result(false, "rx frame received", &failures);
+			guest_result(false, "rx frame received", &failures);
 			break;
 		}
 		const uint8_t *fr = rx_buf[e.id] + NET_HDR;
@@ -102,7 +102,7 @@ int guest_main(void)
 			serial_puts(" len ");
 			serial_put_dec(e.len - NET_HDR);
 			serial_putc('\n');
-			put_result(true, "rx frame received", &failures);
+			guest_result(true, "rx frame received", &failures);
 			/* Informational: virtio 1.1 §5.1.6.4.1 asks for 1 without MRG_RXBUF, which
 			 * our device does and QEMU's does not. */
 			serial_puts("rx num_buffers ");
@@ -111,7 +111,7 @@ int guest_main(void)
 			break;
 		}
 		if (++frames > 64) {
-			put_result(false, "rx frame received (too many other frames)", &failures);
+			guest_result(false, "rx frame received (too many other frames)", &failures);
 			break;
 		}
 		post_rx((uint16_t)e.id);
