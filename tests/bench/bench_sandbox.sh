@@ -5,7 +5,9 @@
 #   1. start-up: wall time of running /bin/true, median of N runs (timed by one python3
 #      process around each run, so the timer's own cost is the same for every tool);
 #   2. an untrapped syscall: getppid() in a loop, ns/call, against native;
-#   3. a trapped open()+close() of /etc/passwd, ns/pair (our supervisor performs every open).
+#   3. a trapped open()+close() of /etc/passwd, ns/pair (our supervisor performs every open);
+#   4. a trapped send: sendto() of 32 bytes to a UDP address on 127.0.0.1 and its recv(),
+#      ns/pair (a send that names a destination is judged and performed by the supervisor).
 # runsc is tried rootless, then as root with the ptrace platform (its KVM platform spins under
 # nested virtualization on these VMs). Prints the figures and the ratios the issue names.
 # Targets: start-up within 2x of bwrap and 10x faster than runsc; getppid within 10 % of
@@ -18,6 +20,7 @@ B=${B:-build}
 N=${BENCH_RUNS:-30}
 CALLS=${BENCH_SYSCALLS:-2000000}
 OPENS=${BENCH_OPENS:-100000}
+SENDS=${BENCH_SENDS:-50000}
 SBX=$PWD/$B/bin/sandbox
 HELP=$PWD/$B/tests/sbx_bench
 TMP=$(mktemp -d /tmp/sbx-bench.XXXXXX)
@@ -118,4 +121,15 @@ if [ ${#RUNSC_CMD[@]} -gt 0 ]; then
 	runsc_oc=$("${RUNSC_CMD[@]}" "$HELP" openclose "$OPENS" /etc/passwd 2>/dev/null | tail -n1)
 	echo "  runsc            $runsc_oc"
 	echo "  runsc/sandbox    $(ratio "$runsc_oc" "$sbx_oc")x   (target >= 10)"
+fi
+
+echo
+echo "sendto()+recv() of 32 bytes over UDP on 127.0.0.1, $SENDS pairs (ns/pair):"
+native_us=$("$HELP" udpsend "$SENDS")
+sbx_us=$("${SBX_CMD[@]}" /t/sbx_bench udpsend "$SENDS")
+echo "  native           $native_us"
+echo "  sandbox          $sbx_us   ($(ratio "$sbx_us" "$native_us")x native; every sendto with an address is performed by the supervisor)"
+if [ ${#RUNSC_CMD[@]} -gt 0 ]; then
+	runsc_us=$("${RUNSC_CMD[@]}" "$HELP" udpsend "$SENDS" 2>/dev/null | tail -n1)
+	echo "  runsc            $runsc_us   (runsc/sandbox $(ratio "$runsc_us" "$sbx_us")x)"
 fi
